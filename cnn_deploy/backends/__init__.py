@@ -1,0 +1,129 @@
+"""Backend registry: which backends exist, which are usable here, and why not in one line."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass
+
+from cnn_deploy.errors import BackendError
+
+BACKENDS = ("torch", "onnxruntime")
+_ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime"}
+
+
+@dataclass(frozen=True)
+class Availability:
+    backend: str
+    target: str  # device or execution provider
+    usable: bool
+    why: str  # one line: what it is when usable, why not otherwise
+
+
+def parse_backends(text: str) -> list[str]:
+    """'onnxruntime,torch' -> ['onnxruntime', 'torch']; unknown names raise with a suggestion."""
+    names: list[str] = []
+    for raw in filter(None, (t.strip().lower() for t in text.split(","))):
+        name = _ALIASES.get(raw, raw)
+        if name not in BACKENDS:
+            close = difflib.get_close_matches(name, [*BACKENDS, *_ALIASES], n=1)
+            hint = f" Did you mean '{_ALIASES.get(close[0], close[0])}'?" if close else ""
+            raise BackendError(f"unknown backend '{raw}': choose from {', '.join(BACKENDS)}.{hint}"
+                               " (`cnndeploy backends` lists what is usable here)")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise BackendError(f"no backend given: choose from {', '.join(BACKENDS)}")
+    return names
+
+
+def probe_all() -> list[Availability]:
+    return [*_probe_torch(), *_probe_onnxruntime(), _probe_tensorrt()]
+
+
+def usable_backends() -> list[str]:
+    return [a.backend for a in probe_all() if a.usable and a.target in ("cpu", "CPUExecutionProvider")]
+
+
+def _probe_torch() -> list[Availability]:
+    if importlib.util.find_spec("torch") is None:
+        why = "package missing: pip install torch==2.13.0 (CPU build)"
+        return [Availability("torch", "cpu", False, why), Availability("torch", "cuda", False, why)]
+    import torch
+
+    rows = [Availability("torch", "cpu", True, f"torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads")]
+    if torch.version.cuda is None:
+        rows.append(Availability("torch", "cuda", False,
+                                 "this torch is a CPU-only build (no CUDA)"))
+    elif not torch.cuda.is_available():
+        rows.append(Availability("torch", "cuda", False,
+                                 "no GPU: torch sees no CUDA device (driver missing or no GPU)"))
+    else:
+        rows.append(Availability("torch", "cuda", True, torch.cuda.get_device_name(0)))
+    return rows
+
+
+def _probe_onnxruntime() -> list[Availability]:
+    providers = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+    if importlib.util.find_spec("onnxruntime") is None:
+        why = "package missing: pip install onnxruntime (or onnxruntime-gpu, never both)"
+        return [Availability("onnxruntime", p, False, why) for p in providers]
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    rows = []
+    for provider in providers:
+        if provider not in available:
+            why = (f"not in this onnxruntime {ort.__version__} build: install onnxruntime-gpu "
+                   "instead of onnxruntime (never both)")
+            rows.append(Availability("onnxruntime", provider, False, why))
+            continue
+        got = _session_providers(provider)
+        if got and got[0] == provider:
+            rows.append(Availability("onnxruntime", provider, True,
+                                     f"onnxruntime {ort.__version__}"))
+        else:
+            rows.append(Availability("onnxruntime", provider, False,
+                                     f"silently falls back to {got[0] if got else '?'}: its "
+                                     "CUDA/cuDNN/TensorRT libraries are missing or incompatible"))
+    return rows
+
+
+def _session_providers(provider: str) -> list[str]:
+    """Providers a real session gets when asked for ``provider`` (falls back silently)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+    except Exception:  # a provider that cannot even start: report as unusable, not crash
+        return []
+    return list(sess.get_providers())
+
+
+def _probe_tensorrt() -> Availability:
+    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec(
+            "tensorrt_lean") is None:
+        return Availability("tensorrt", "cuda", False,
+                            "package missing, and native TensorRT engines are not supported "
+                            "by this version yet (onnxruntime-gpu's TensorRT provider is)")
+    return Availability("tensorrt", "cuda", False,
+                        "native TensorRT engines are not supported by this version yet "
+                        "(use onnxruntime's TensorrtExecutionProvider)")
+
+
+def require(name: str) -> None:
+    """Raise a clear error when a backend's package is missing."""
+    module = {"torch": "torch", "onnxruntime": "onnxruntime"}[name]
+    if importlib.util.find_spec(module) is None:
+        raise BackendError(f"backend '{name}' needs the {module} package: pip install {module}")

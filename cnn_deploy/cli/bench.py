@@ -1,0 +1,75 @@
+"""`cnndeploy bench`: time a model on every backend with the one harness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnn_deploy.cli import options as opt
+from cnn_deploy.cli import render
+
+
+def bench(
+    model: Annotated[Path | None, typer.Argument(help="An .onnx file (any NCHW image "
+                                                  "classifier) or a .pt checkpoint.")] = None,
+    spec: Annotated[str | None, typer.Option(help="Time a network by name, untrained "
+                                             "(e.g. lenet_5c1f).")] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b",
+                                         help="Comma-separated backends.")] = "onnxruntime,torch",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16,256,1024",
+    processes: Annotated[int, typer.Option(help="Fresh processes per cell; the spread between "
+                                           "them is reported.")] = 1,
+    duration: Annotated[float | None, typer.Option(help="Minimum timed seconds per cell.")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Warm-up seconds per cell.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Minimum timed iterations.")] = None,
+    thesis: Annotated[bool, typer.Option(help="The thesis's procedure: 20 runs, no warm-up "
+                                         "(use with --processes 3).")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Backend option "
+                      "BACKEND.KEY=VALUE, e.g. onnxruntime.opt_level=all, torch.compile=true, "
+                      "torch.memory_format=contiguous, onnxruntime.threads=1.")] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file every measurement is appended to.")]
+        = Path("results/bench.jsonl"),
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to results.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows to stdout.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows to stdout.")] = False,
+    data: Annotated[str | None, typer.Option(help="MNIST folder (else $CNNDEPLOY_DATA, "
+                                             "./data/mnist, ../shared/data/mnist).")] = None,
+) -> None:
+    """Benchmark a model: tiles/ms and latency per backend and batch, beside the baseline."""
+    from cnn_deploy import pipeline
+    from cnn_deploy.backends import parse_backends
+    from cnn_deploy.results import write_csv
+
+    backends = parse_backends(backend)
+    batches = opt.parse_batches(batch)
+    options = opt.parse_options(option)
+    timing = opt.timing(duration, warmup, iterations, thesis)
+    with pipeline.resolve_target(model, spec) as (target, notes):
+        with render.err.status("benchmarking...") as status:
+            def on_cell(cell: pipeline.Cell) -> None:
+                status.update(f"{cell.label} batch {cell.batch}: "
+                              f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
+
+            outcome = pipeline.benchmark(
+                target, backends, batches, options=options, timing=timing, processes=processes,
+                results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
+    rows = render.summary_rows(outcome.summaries)
+    if as_json:
+        render.print_json({"run_id": outcome.run_id, "model": target.to_dict(), "rows": rows,
+                           "notes": outcome.notes})
+    elif as_csv:
+        typer.echo(write_csv(rows, None), nl=False)
+    else:
+        render.out.print(render.bench_table(outcome.summaries, f"{target.name}: tiles/ms"))
+    for line in outcome.notes:
+        render.note(line)
+    for line in render.warnings_of(outcome.summaries):
+        render.warn(line)
+    if outcome.results is not None:
+        render.note(f"{len(outcome.cells)} measurements appended to {outcome.results}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)

@@ -1,0 +1,47 @@
+"""`cnndeploy export`: checkpoint -> checked ONNX file with metadata and a parity report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnn_deploy.cli import render
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from `cnndeploy train`.")],
+    out: Annotated[Path | None, typer.Option(help="ONNX path (default: beside the "
+                                             "checkpoint).")] = None,
+    fp16: Annotated[bool, typer.Option(help="Also write <name>_fp16.onnx (fp16 inside, fp32 "
+                                       "at the boundary) for TensorRT.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset; checked after export.")] = 18,
+    parity_tiles: Annotated[int, typer.Option(help="Real test digits for the parity "
+                                              "check (0 skips it).")] = 2000,
+    data: Annotated[str | None, typer.Option(help="MNIST folder for the parity check.")] = None,
+) -> None:
+    """Export a checkpoint to ONNX and compare it with PyTorch on real test digits."""
+    from cnn_deploy.data import load_mnist
+    from cnn_deploy.export import export_checkpoint
+
+    mnist = load_mnist(data) if parity_tiles > 0 else None
+    with render.err.status(f"exporting {checkpoint}..."):
+        result = export_checkpoint(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
+                                   parity_tiles=parity_tiles)
+    render.out.print(f"wrote {result.path} (opset {result.opset}, dynamic batch, raw 0..255 "
+                     "pixels in: normalisation folded into the graph)", highlight=False)
+    for label, parity in (("fp32", result.parity), ("fp16", result.fp16_parity)):
+        if parity is not None:
+            render.out.print(
+                f"parity {label} vs PyTorch on {parity.tiles} test digits: max abs error "
+                f"{parity.max_abs_error:.2e}, top-1 agreement {parity.top1_agreement:.2%}, "
+                f"ONNX accuracy {parity.onnx_accuracy:.2%}", highlight=False)
+    if result.fp16_path is not None:
+        render.out.print(f"wrote {result.fp16_path} (fp16 graph)", highlight=False)
+    if result.fp16_note:
+        render.note(result.fp16_note)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)

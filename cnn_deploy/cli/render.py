@@ -1,0 +1,87 @@
+"""Rendering helpers shared by the commands: consoles, tables, messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cnn_deploy.bench import Summary
+
+out = Console()
+err = Console(stderr=True)
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(f"[dim]note:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None = None) -> Table:
+    multi = any(s.processes > 1 for s in summaries)
+    table = Table(title=title, title_justify="left")
+    table.add_column("backend")
+    table.add_column("batch", justify="right")
+    table.add_column("tiles/ms", justify="right")
+    table.add_column("median ms", justify="right")
+    table.add_column("p90 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("CV", justify="right")
+    if multi:
+        table.add_column("spread", justify="right")
+    table.add_column("speed-up", justify="right")
+    if accuracy is not None:
+        table.add_column("test acc", justify="right")
+    last_row = None
+    for s in sorted(summaries, key=lambda s: (s.row, s.batch)):
+        if last_row is not None and s.row != last_row:
+            table.add_section()
+        last_row = s.row
+        flag = " [yellow]![/]" if s.warnings else ""
+        cells = [s.label, str(s.batch), f"{s.stats.tiles_per_ms:.1f}{flag}",
+                 _ms(s.stats.median_ms), _ms(s.stats.p90_ms), _ms(s.stats.p99_ms),
+                 f"{s.stats.cv:.1%}"]
+        if multi:
+            cells.append(f"{s.spread:.0%} ({s.processes}p)")
+        cells.append("1.00x" if s.baseline else (f"{s.speedup:.2f}x" if s.speedup else "-"))
+        if accuracy is not None:
+            cells.append(f"{accuracy:.2%}")
+        table.add_row(*cells)
+    return table
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def summary_rows(summaries: Sequence[Summary]) -> list[dict[str, Any]]:
+    """Flat rows for --json / --csv."""
+    return [{"backend": s.label, "batch": s.batch, "tiles_per_ms": s.stats.tiles_per_ms,
+             "median_ms": s.stats.median_ms, "p90_ms": s.stats.p90_ms,
+             "p99_ms": s.stats.p99_ms, "min_ms": s.stats.min_ms, "max_ms": s.stats.max_ms,
+             "cv": s.stats.cv, "iterations": s.stats.iterations, "processes": s.processes,
+             "spread": s.spread, "speedup_vs_baseline": s.speedup,
+             "warnings": " | ".join(s.warnings), "notes": " | ".join(s.notes)}
+            for s in summaries]
+
+
+def print_json(data: Any) -> None:
+    out.print_json(json.dumps(data))
+
+
+def warnings_of(summaries: Sequence[Summary]) -> list[str]:
+    seen: dict[str, None] = {}
+    for s in summaries:
+        for w in s.warnings:
+            seen.setdefault(f"{s.label}, batch {s.batch}: {w}", None)
+    return list(seen)

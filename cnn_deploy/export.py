@@ -1,0 +1,240 @@
+"""torch -> ONNX: one self-contained file, dynamic batch axis, raw-pixel input, checked.
+
+The input normalisation ``(x / 255 - mean) / std`` is folded into the first convolution
+(exact for valid padding), so a camera pipeline feeds raw 0..255 pixels and pays nothing
+for it. The file carries metadata props naming the spec, accuracy, source checkpoint and
+input contract; after export the opset is checked (the exporter's down-conversion can fail
+silently), ``onnx.checker`` runs its full check, and a parity report compares ONNX Runtime
+with PyTorch on real test digits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnn_deploy import __version__
+from cnn_deploy.arch import NetSpec
+from cnn_deploy.data import MNIST_MEAN, MNIST_STD, PIXEL_MAX, TILE
+from cnn_deploy.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cnn_deploy.data import Mnist
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "tiles"
+OUTPUT_NAME = "logits"
+META_PREFIX = "cnn_deploy."
+INPUT_CONTRACT = {
+    "layout": "NCHW",
+    "shape": ["batch", 1, TILE, TILE],
+    "dtype": "float32",
+    "pixel_range": [0.0, PIXEL_MAX],
+    "normalisation": f"folded into the graph: (x / {PIXEL_MAX:g} - {MNIST_MEAN}) / {MNIST_STD}",
+}
+
+
+def raw_pixel_module(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that takes raw 0..255 pixels instead of normalised ones.
+
+    With valid padding the affine normalisation folds exactly into the first conv:
+    ``W * ((x/255 - m)/s) + b == (W / (255 s)) * x + (b - m/s * sum(W))``. With zero
+    padding it would not (padded zeros are not normalised zeros), so an explicit scale
+    layer is prepended instead.
+    """
+    import torch
+    from torch import nn
+
+    model = copy.deepcopy(model).eval()
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    scale = 1.0 / (PIXEL_MAX * MNIST_STD)
+    shift = -MNIST_MEAN / MNIST_STD
+    if first is not None and first.padding in (0, (0, 0)) and first.bias is not None:
+        with torch.no_grad():
+            first.bias += shift * first.weight.sum(dim=(1, 2, 3))
+            first.weight *= scale
+        return model
+    return nn.Sequential(_make_affine(scale, shift), model)
+
+
+def _make_affine(scale: float, shift: float) -> nn.Module:
+    from torch import nn
+
+    class Affine(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x * scale + shift
+
+    return Affine()
+
+
+@dataclass(frozen=True)
+class Parity:
+    tiles: int
+    max_abs_error: float
+    top1_agreement: float
+    onnx_accuracy: float
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    opset: int
+    parity: Parity | None
+    fp16_path: Path | None
+    fp16_parity: Parity | None
+    fp16_note: str | None
+
+
+def export_checkpoint(
+    checkpoint_path: Path,
+    out: Path | None = None,
+    *,
+    data: Mnist | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    parity_tiles: int = 2000,
+) -> ExportResult:
+    """Export a checkpoint to ONNX (and optionally an fp16 twin); check and compare it."""
+    from cnn_deploy.train import file_sha256, load_checkpoint
+
+    spec, model, checkpoint = load_checkpoint(checkpoint_path)
+    out = out or checkpoint_path.with_suffix(".onnx")
+    meta = {
+        "spec": spec.name,
+        "spec_json": json.dumps(spec.to_dict()),
+        "test_accuracy": str(checkpoint["metrics"]["test_accuracy"]),
+        "checkpoint": checkpoint_path.name,
+        "checkpoint_sha256": file_sha256(checkpoint_path),
+        "dataset_sha256": str(checkpoint["dataset"]["sha256"]),
+        "input": json.dumps(INPUT_CONTRACT),
+        "exporter": f"cnn_deploy {__version__}",
+    }
+    export_module(raw_pixel_module(model), out, {**meta, "precision": "fp32"}, opset)
+    parity = check_parity(model, out, data, parity_tiles) if data is not None else None
+    fp16_path = fp16_parity = fp16_note = None
+    if fp16:
+        fp16_path = out.with_name(out.stem + "_fp16.onnx")
+        export_module(_Half.wrap(raw_pixel_module(model)), fp16_path,
+                      {**meta, "precision": "fp16"}, opset)
+        if data is not None:
+            try:
+                fp16_parity = check_parity(model, fp16_path, data, parity_tiles)
+            except ModelError as exc:
+                fp16_note = f"fp16 parity not checked on this machine: {exc}"
+    return ExportResult(out, opset, parity, fp16_path, fp16_parity, fp16_note)
+
+
+class _Half:
+    @staticmethod
+    def wrap(model: nn.Module) -> nn.Module:
+        """fp16 weights and arithmetic inside, fp32 tensors at the boundary."""
+        from torch import nn
+
+        class HalfInside(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner.half()
+
+            def forward(self, x: Any) -> Any:
+                return self.inner(x.half()).float()
+
+        return HalfInside(model)
+
+
+def export_module(module: nn.Module, out: Path, metadata: dict[str, str],
+                  opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``module`` (raw-pixel input) to one ONNX file with a dynamic batch axis."""
+    import onnx
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, 1, TILE, TILE) * PIXEL_MAX
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    tmp = out.with_name(out.name + ".part")
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module.eval(), (example,), dynamo=True, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], opset_version=opset, dynamic_shapes=({0: batch},),
+            external_data=False, verbose=False,
+        )
+    if program is None:  # pragma: no cover - the dynamo exporter always returns a program
+        raise ModelError("the ONNX exporter returned nothing")
+    proto = program.model_proto
+    got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:
+        raise ModelError(
+            f"asked for opset {opset} but the exporter wrote opset {got} (its version "
+            f"conversion failed silently): use --opset {got} or upgrade onnx/onnxscript"
+        )
+    onnx.helper.set_model_props(proto, {META_PREFIX + k: v for k, v in metadata.items()})
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"the exported graph failed onnx.checker: {exc}") from None
+    tmp.replace(out)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs torchvision absences and deprecations that are not the user's."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_parity(model: nn.Module, onnx_path: Path, data: Mnist, tiles: int = 2000) -> Parity:
+    """Compare ONNX Runtime on raw pixels with PyTorch on normalised pixels, real test digits."""
+    import torch
+
+    from cnn_deploy.backends.ort import OrtRunner
+    from cnn_deploy.data import to_float
+
+    raw = to_float(data.test_images[:tiles], normalise=False)
+    labels = data.test_labels[:tiles]
+    with torch.inference_mode():
+        expected = model.eval()(torch.from_numpy(to_float(data.test_images[:tiles],
+                                                          normalise=True))).numpy()
+    with OrtRunner(onnx_path) as runner:
+        got = runner.infer(raw)
+    return Parity(
+        tiles=len(raw),
+        max_abs_error=float(np.max(np.abs(got.astype(np.float64) - expected))),
+        top1_agreement=float(np.mean(got.argmax(1) == expected.argmax(1))),
+        onnx_accuracy=float(np.mean(got.argmax(1) == labels)),
+    )
+
+
+def read_metadata(onnx_path: Path) -> dict[str, str]:
+    """The cnn_deploy metadata props of an ONNX file (empty for files from elsewhere)."""
+    from cnn_deploy.backends.ort import load_onnx
+
+    proto = load_onnx(onnx_path, load_weights=False)
+    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
+            if p.key.startswith(META_PREFIX)}
+
+
+def spec_from_metadata(meta: dict[str, str]) -> NetSpec | None:
+    if "spec" not in meta:
+        return None
+    return NetSpec.from_name(meta["spec"])

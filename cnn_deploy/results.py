@@ -1,0 +1,105 @@
+"""The result record, its schema version, and the append-only JSONL store.
+
+One JSON object per line, written with a single ``write`` and fsync'd, so a crash can at
+worst cut the last line; readers skip such a line with a warning and appenders start a
+fresh line after it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy import __version__
+from cnn_deploy.errors import ResultsError
+
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS = Path("results") / "bench.jsonl"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def make_record(kind: str, run_id: str, payload: dict[str, Any], device: dict[str, Any],
+                versions: dict[str, str]) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION, "kind": kind, "run_id": run_id,
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tool": f"cnn_deploy {__version__}", "device": device, "versions": versions,
+            **payload}
+
+
+def append(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as one line; never rewrites what is already there."""
+    line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as fh:
+            if fh.tell() > 0 and not _ends_with_newline(path):
+                fh.write(b"\n")  # the previous writer crashed mid-line: start clean
+            fh.write(line.encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
+                           "--results file or fix its permissions") from None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+@dataclass
+class ReadResult:
+    records: list[dict[str, Any]]
+    skipped: list[str]  # one line each: where and why a line was skipped
+
+
+def read(path: Path) -> ReadResult:
+    """All records of a JSONL file; damaged lines are skipped and reported, never fatal."""
+    if not path.is_file():
+        raise ResultsError(f"no results file at {path}: run `cnndeploy bench` first")
+    records, skipped = [], []
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                skipped.append(f"{path}:{number}: not a complete JSON record (cut by a crash?)")
+                continue
+            if not isinstance(record, dict) or "schema" not in record:
+                skipped.append(f"{path}:{number}: not a cnn_deploy record")
+                continue
+            if record["schema"] > SCHEMA_VERSION:
+                skipped.append(f"{path}:{number}: schema {record['schema']} is newer than this "
+                               f"cnn_deploy understands ({SCHEMA_VERSION}): upgrade cnn_deploy")
+                continue
+            records.append(record)
+    return ReadResult(records, skipped)
+
+
+def write_csv(rows: Iterable[dict[str, Any]], path: Path | None) -> str:
+    """Flat rows as CSV; returns the text and writes it when ``path`` is given."""
+    import io
+
+    rows = list(rows)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    text = buffer.getvalue()
+    if path is not None:
+        path.write_text(text)
+    return text
