@@ -97,7 +97,8 @@ class OrtRunner(Runner):
     @property
     def label(self) -> str:
         o = self.options
-        return f"onnxruntime {o['provider']} ({o['opt_level']}, {o['threads']} threads)"
+        where = "" if o["provider"] == "cpu" else f" {o['provider']}"
+        return f"onnxruntime{where} {o['opt_level']} {o['threads']}t"
 
     def _activate(self) -> None:
         ort = import_ort()

@@ -57,13 +57,13 @@ class TorchRunner(Runner):
 
     @property
     def label(self) -> str:
+        where = "" if self.device == "cpu" else f" {self.device}"
         if self.baseline:
-            return f"torch eager {self.device} (NCHW, defaults) [baseline]"
+            return f"torch eager{where} NCHW [baseline]"
         fmt = "channels-last" if self.options["memory_format"] == "channels_last" else "NCHW"
         mode = "compiled" if self.options["compile"] else "eager"
         threads = self.options["threads"]
-        extra = f", {threads} threads" if threads else ""
-        return f"torch {mode} {self.device} ({fmt}{extra})"
+        return f"torch {mode}{where} {fmt}" + (f" {threads}t" if threads else "")
 
     @property
     def signature(self) -> Signature:

@@ -7,30 +7,33 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnn_deploy.bench import Summary
 
 out = Console()
 err = Console(stderr=True)
+if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+    out.width = max(out.width, 132)
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(f"[dim]note:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None = None) -> Table:
     multi = any(s.processes > 1 for s in summaries)
     table = Table(title=title, title_justify="left")
-    table.add_column("backend")
+    table.add_column("backend", no_wrap=True)
     table.add_column("batch", justify="right")
     table.add_column("tiles/ms", justify="right")
     table.add_column("median ms", justify="right")
@@ -48,7 +51,7 @@ def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None
             table.add_section()
         last_row = s.row
         flag = " [yellow]![/]" if s.warnings else ""
-        cells = [s.label, str(s.batch), f"{s.stats.tiles_per_ms:.1f}{flag}",
+        cells = [escape(s.label), str(s.batch), f"{s.stats.tiles_per_ms:.1f}{flag}",
                  _ms(s.stats.median_ms), _ms(s.stats.p90_ms), _ms(s.stats.p99_ms),
                  f"{s.stats.cv:.1%}"]
         if multi:
@@ -80,8 +83,16 @@ def print_json(data: Any) -> None:
 
 
 def warnings_of(summaries: Sequence[Summary]) -> list[str]:
-    seen: dict[str, None] = {}
+    """One line per warning; the common 'noisy cell' warning is folded into one line."""
+    noisy = [s for s in summaries if any(w.startswith("coefficient of variation")
+                                         for w in s.warnings)]
+    lines: dict[str, None] = {}
+    if noisy:
+        cells = ", ".join(f"{s.label} b{s.batch} ({s.stats.cv:.0%})" for s in noisy)
+        lines[f"coefficient of variation above the threshold in {len(noisy)} cells (marked !): "
+              f"{cells}; the figure is noisy (busy machine, or raise --duration)"] = None
     for s in summaries:
         for w in s.warnings:
-            seen.setdefault(f"{s.label}, batch {s.batch}: {w}", None)
-    return list(seen)
+            if not w.startswith("coefficient of variation"):
+                lines.setdefault(f"{s.label}, batch {s.batch}: {w}", None)
+    return list(lines)
