@@ -14,7 +14,7 @@ from typing import Any
 
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.backends import BACKENDS, parse_backends, probe_all
-from cnn_deploy.backends.pytorch import BASELINE_OPTIONS
+from cnn_deploy.backends.pytorch import BASELINE_OPTIONS, DEFAULT_OPTIONS
 from cnn_deploy.bench import Cell, Plan, Row, Summary, Target, TimingConfig, summarise_cells
 from cnn_deploy.errors import BenchError, ModelError
 
@@ -95,8 +95,7 @@ def build_rows(target: Target, backends: Sequence[str],
         if name == "torch" and target.spec is None:
             continue
         row = Row(name, dict(options.get(name, {})))
-        if name == "torch" and all(row.options.get(k, BASELINE_OPTIONS[k]) == v
-                                   for k, v in BASELINE_OPTIONS.items()):
+        if name == "torch" and {**DEFAULT_OPTIONS, **row.options} == BASELINE_OPTIONS:
             continue  # identical to the baseline row already there
         rows.append(row)
     if not rows:
