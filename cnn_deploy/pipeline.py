@@ -49,16 +49,16 @@ def resolve_target(model: Path | None, spec_name: str | None) -> Iterator[tuple[
         if model.suffix != ".onnx":
             raise ModelError(f"{model}: expected a .onnx or .pt file")
         meta = read_metadata(model)
-        spec = spec_from_metadata(meta)
+        found = spec_from_metadata(meta)
         checkpoint = model.parent / meta["checkpoint"] if "checkpoint" in meta else None
         if checkpoint is not None and not checkpoint.is_file():
             notes.append(f"checkpoint {checkpoint} not found: the torch rows use untrained "
                          "weights of the same network (speed does not depend on them)")
             checkpoint = None
-        if spec is None:
+        if found is None:
             notes.append(f"{model.name} carries no cnn_deploy spec: no torch rows (no PyTorch "
                          "module to time), so there is no torch-eager baseline")
-        yield Target(spec.name if spec else model.stem, model, spec, checkpoint,
+        yield Target(found.name if found else model.stem, model, found, checkpoint,
                      checkpoint is not None), notes
 
 

@@ -169,7 +169,7 @@ def test_read_idx_wrong_magic(tmp_path: Path) -> None:
 
 
 def test_read_idx_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no such file.*cnndeploy data download"):
+    with pytest.raises(DataError, match=r"no such file.*cnndeploy data download"):
         data.read_idx(tmp_path / "nope.gz")
     assert issubclass(DataError, CnnDeployError)
 

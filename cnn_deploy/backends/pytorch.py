@@ -81,7 +81,7 @@ class TorchRunner(Runner):
         model = load_checkpoint(self.checkpoint)[1] if self.checkpoint else self.spec.build()
         model = raw_pixel_module(model).to(self.device)
         if self.options["memory_format"] == "channels_last":
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._model = model.eval()
         self._stack.enter_context(torch.inference_mode())
         if self.options["compile"]:

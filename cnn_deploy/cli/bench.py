@@ -46,15 +46,15 @@ def bench(
     batches = opt.parse_batches(batch)
     options = opt.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
-    with pipeline.resolve_target(model, spec) as (target, notes):
-        with render.err.status("benchmarking...") as status:
-            def on_cell(cell: pipeline.Cell) -> None:
-                status.update(f"{cell.label} batch {cell.batch}: "
-                              f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
+    with (pipeline.resolve_target(model, spec) as (target, notes),
+          render.err.status("benchmarking...") as status):
+        def on_cell(cell: pipeline.Cell) -> None:
+            status.update(f"{cell.label} batch {cell.batch}: "
+                          f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
 
-            outcome = pipeline.benchmark(
-                target, backends, batches, options=options, timing=timing, processes=processes,
-                results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
+        outcome = pipeline.benchmark(
+            target, backends, batches, options=options, timing=timing, processes=processes,
+            results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
     rows = render.summary_rows(outcome.summaries)
     if as_json:
         render.print_json({"run_id": outcome.run_id, "model": target.to_dict(), "rows": rows,

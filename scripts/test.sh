@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole test suite, lint and types. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/cnndeploy ] || bash scripts/setup.sh
+. .venv/bin/activate
+export CNNDEPLOY_DATA="${CNNDEPLOY_DATA:-$(cd .. && pwd)/shared/data/mnist}"
+ruff check cnn_deploy tests benchmarks
+mypy cnn_deploy
+python -m pytest "$@"

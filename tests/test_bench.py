@@ -1,0 +1,136 @@
+"""The timing harness: statistics, stopping rules, warnings, combining processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cnn_deploy.backends.base import Runner, Signature
+from cnn_deploy.bench import (
+    Cell,
+    Stats,
+    TimingConfig,
+    stability_warnings,
+    summarise,
+    summarise_cells,
+    time_runner,
+)
+
+
+class FakeClockRunner(Runner):
+    """A runner whose every run advances a fake clock by a scripted number of ms."""
+
+    backend = "fake"
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        super().__init__()
+        self.now_ns = 0
+        self.durations = list(durations_ms)
+        self.runs = 0
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    @property
+    def label(self) -> str:
+        return "fake"
+
+    def _activate(self) -> None:
+        return None
+
+    @property
+    def signature(self) -> Signature:
+        return Signature("x", (None, 1, 28, 28))
+
+    def stage(self, x: np.ndarray) -> Any:
+        return x
+
+    def run(self, staged: Any) -> Any:
+        self.now_ns += int(self.durations[min(self.runs, len(self.durations) - 1)] * 1e6)
+        self.runs += 1
+        return staged
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output)
+
+
+def test_summarise_known_samples() -> None:
+    samples = [1.0, 2.0, 3.0, 4.0, 10.0]
+    s = summarise(samples, batch=100)
+    assert s.iterations == 5
+    assert s.median_ms == 3.0
+    assert s.min_ms == 1.0 and s.max_ms == 10.0
+    assert s.p90_ms == pytest.approx(np.percentile(samples, 90))
+    assert s.total_ms == 20.0
+    # thesis eq. 12 generalised: tiles / wall ms of the timed runs
+    assert s.tiles_per_ms == pytest.approx(5 * 100 / 20.0)
+    assert s.cv == pytest.approx(np.std(samples) / 4.0)
+
+
+def test_thesis_eq12_for_20_runs() -> None:
+    # 20 runs of batch 1024 taking 0.5 s in total -> 20*1024 / (1000*0.5) tiles/ms
+    s = summarise([25.0] * 20, batch=1024)
+    assert s.tiles_per_ms == pytest.approx(20 * 1024 / (1000 * 0.5))
+
+
+def test_warmup_is_not_counted_and_stops_on_duration_and_count() -> None:
+    runner = FakeClockRunner([5.0] * 3 + [1.0] * 1000)  # 3 slow warm-up runs
+    config = TimingConfig(warmup_ms=12.0, warmup_iterations=2, min_duration_ms=50.0,
+                          min_iterations=10)
+    samples, warm = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
+                                clock=runner.clock)
+    assert warm == 3  # 2 iterations were not 12 ms yet; the third reached 15 ms
+    assert all(s == pytest.approx(1.0) for s in samples)
+    assert len(samples) == 50  # duration (50 ms) binds after the count (10)
+
+
+def test_min_iterations_binds_when_runs_are_slow() -> None:
+    runner = FakeClockRunner([100.0])
+    config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=10.0,
+                          min_iterations=7)
+    samples, warm = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
+                                clock=runner.clock)
+    assert (len(samples), warm) == (7, 0)
+
+
+def test_max_duration_caps_a_huge_cell() -> None:
+    runner = FakeClockRunner([400.0])
+    config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=0,
+                          min_iterations=100, max_duration_ms=1000.0)
+    samples, _ = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
+                             clock=runner.clock)
+    assert len(samples) == 3
+
+
+def test_warnings_for_spread_and_drift() -> None:
+    config = TimingConfig()
+    steady = [1.0] * 30
+    assert stability_warnings(steady, summarise(steady, 1), config) == []
+    drifting = list(np.linspace(1.0, 1.3, 30))
+    warnings = stability_warnings(drifting, summarise(drifting, 1), config)
+    assert any(w.startswith("drift +") for w in warnings)
+    noisy = [1.0, 2.0] * 15
+    assert any("coefficient of variation" in w
+               for w in stability_warnings(noisy, summarise(noisy, 1), config))
+
+
+def _cell(row: int, label: str, batch: int, ms: float, process: int) -> Cell:
+    samples = [ms] * 10
+    stats: Stats = summarise(samples, batch)
+    return Cell(row, label, "fake", {}, "cpu", batch, batch, samples, 0, stats, [], [], "noise",
+                1.0, process)
+
+
+def test_combining_processes_reports_median_spread_and_speedup() -> None:
+    cells = [_cell(0, "torch eager NCHW [baseline]", 64, 2.0, p) for p in range(3)]
+    cells += [_cell(1, "onnxruntime", 64, ms, p) for p, ms in enumerate([1.0, 0.45, 1.05])]
+    rows = {s.label: s for s in summarise_cells(cells)}
+    base, ort = rows["torch eager NCHW [baseline]"], rows["onnxruntime"]
+    assert base.baseline and base.spread == 0.0 and not base.warnings
+    assert ort.processes == 3
+    assert ort.stats.median_ms == 1.0  # the median process, not the fastest
+    assert ort.speedup == pytest.approx(2.0)
+    assert ort.spread == pytest.approx((64 / 0.45 - 64 / 1.05) / 64.0)
+    assert any("bimodal" in w for w in ort.warnings)
