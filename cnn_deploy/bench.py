@@ -246,7 +246,8 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
                     raise BenchError(f"batch {batch} does not fit in memory on {runner.label} "
                                      f"({exc}): use a smaller --batch") from None
                 stats = summarise(samples, batch)
-                if plan.target.spec is not None and not plan.target.trained:
+                torch_untrained = runner.backend == "torch" and plan.target.checkpoint is None
+                if torch_untrained or (runner.backend != "torch" and not plan.target.trained):
                     notes.append("untrained weights: speed does not depend on them")
                 yield Cell(index, runner.label, runner.backend, dict(runner.options),
                            runner.device, batch, requested, samples, warm, stats,
@@ -275,8 +276,12 @@ def _check_memory(spec: NetSpec | None, runner: Runner, batch: int, available: i
     if need > 0.8 * available:
         per_tile = max(1, need // batch)
         fits = max(1, int(0.8 * available // per_tile))
-        raise BenchError(f"batch {batch} needs about {need / 2**30:.1f} GiB but only "
-                         f"{available / 2**30:.1f} GiB is available: use --batch {fits} or less")
+        raise BenchError(f"batch {batch} needs about {_size(need)} but only {_size(available)} "
+                         f"of memory is available: use --batch {fits} or less")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def make_inputs(runner: Runner, batch: int, data: str | None) -> tuple[np.ndarray, str]:

@@ -59,7 +59,7 @@ def resolve_target(model: Path | None, spec_name: str | None) -> Iterator[tuple[
             notes.append(f"{model.name} carries no cnn_deploy spec: no torch rows (no PyTorch "
                          "module to time), so there is no torch-eager baseline")
         yield Target(found.name if found else model.stem, model, found, checkpoint,
-                     checkpoint is not None), notes
+                     "test_accuracy" in meta), notes
 
 
 def _checkpoint_spec(path: Path) -> NetSpec:
@@ -132,6 +132,8 @@ def benchmark(
     from cnn_deploy.workers import run_plan
 
     names = parse_backends(backends) if isinstance(backends, str) else list(backends)
+    if results is not None:
+        store.check_writable(results)  # before minutes of timing, not after
     rows, row_notes = build_rows(target, names, options or {})
     plan = Plan(target, tuple(rows), tuple(batches), timing, data)
     run_id = store.new_run_id()
@@ -149,7 +151,8 @@ def benchmark(
                 "scenario": "single-stream" if cell.batch == 1 else plan.scenario,
                 "precision": precision, "batch": cell.batch,
                 "requested_batch": cell.requested_batch, "process": cell.process,
-                "processes": processes, "timing": plan.to_dict()["timing"],
+                "processes": max(processes, 1), "in_process": processes == 0,
+                "timing": plan.to_dict()["timing"],
                 "samples_ms": cell.samples_ms, "warmup_iterations": cell.warmup_iterations,
                 "stats": cell.stats.to_dict(), "warnings": cell.warnings, "notes": cell.notes,
                 "input": cell.input, "peak_rss_mb": cell.peak_rss_mb,

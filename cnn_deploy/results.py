@@ -52,6 +52,17 @@ def append(path: Path, record: dict[str, Any]) -> None:
                            "--results file or fix its permissions") from None
 
 
+def check_writable(path: Path) -> None:
+    """Fail early, with the fix, when ``path`` cannot take appended records."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
+                           "--results file or fix its permissions") from None
+
+
 def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as fh:
         fh.seek(-1, os.SEEK_END)

@@ -67,8 +67,10 @@ def image_signature(proto: onnx.ModelProto, path: Path) -> Signature:
     dtype = _FLOAT_TYPES.get(tensor.elem_type)
     if dtype is None or len(dims) != 4 or any(d is None for d in dims[1:]):
         shape = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-        raise ModelError(f"{path}'s input '{inp.name}' is {shape} of ONNX type "
-                         f"{tensor.elem_type}: {expected}")
+        import onnx
+
+        type_name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        raise ModelError(f"{path}'s input '{inp.name}' is {shape} {type_name}: {expected}")
     output = proto.graph.output[0].name if proto.graph.output else "output"
     return Signature(inp.name, tuple(dims), dtype, output)
 

@@ -65,6 +65,11 @@ def bench(
         render.out.print(render.bench_table(outcome.summaries, f"{target.name}: tiles/ms"))
     for line in outcome.notes:
         render.note(line)
+    # Per-cell notes (e.g. "the model has a fixed batch of 4: timed at 4, not 1") once each;
+    # the per-cell "untrained weights" note repeats a run note printed just above.
+    for line in dict.fromkeys(n for s in outcome.summaries for n in s.notes
+                              if not n.startswith("untrained weights")):
+        render.note(line)
     for line in render.warnings_of(outcome.summaries):
         render.warn(line)
     if outcome.results is not None:

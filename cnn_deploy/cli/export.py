@@ -23,9 +23,15 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX and compare it with PyTorch on real test digits."""
     from cnn_deploy.data import load_mnist
+    from cnn_deploy.errors import DataError
     from cnn_deploy.export import export_checkpoint
+    from cnn_deploy.train import load_checkpoint
 
-    mnist = load_mnist(data) if parity_tiles > 0 else None
+    load_checkpoint(checkpoint)  # a bad checkpoint is the error to report, not missing MNIST
+    try:
+        mnist = load_mnist(data) if parity_tiles > 0 else None
+    except DataError as exc:
+        raise DataError(f"{exc} (or skip the parity check with --parity-tiles 0)") from None
     with render.err.status(f"exporting {checkpoint}..."):
         result = export_checkpoint(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
                                    parity_tiles=parity_tiles)
