@@ -196,6 +196,7 @@ def quickstart(
     processes: int = 3,
     batches: Sequence[int] = DEFAULT_BATCHES,
     timing: TimingConfig = TimingConfig(),
+    train_subset: int | None = None,
     train_progress: Callable[[Any], None] | None = None,
     stage: Callable[[str], None] | None = None,
     on_cell: Callable[[Cell], None] | None = None,
@@ -210,7 +211,8 @@ def quickstart(
     say(f"loading MNIST for {spec.name}")
     mnist = load_mnist(data)
     say(f"training {spec.name} ({epochs} epochs max, SGD lr 0.03)")
-    checkpoint = train(spec, mnist, TrainConfig(epochs=epochs), train_progress)
+    checkpoint = train(spec, mnist, TrainConfig(epochs=epochs, train_subset=train_subset),
+                       train_progress)
     path = save_checkpoint(checkpoint, models / f"{spec.name}.pt")
     say(f"exporting {path} to ONNX")
     exported = export_checkpoint(path, data=mnist)

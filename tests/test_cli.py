@@ -673,3 +673,22 @@ def test_imports_are_lazy_and_gpu_packages_optional(tmp_path: Path) -> None:
     assert helped.returncode == 0, helped.stderr
     assert "Usage:" in helped.stdout and "bench" in helped.stdout
     assert "Traceback" not in helped.stderr
+
+
+# -- quickstart --------------------------------------------------------------------
+def test_quickstart_dry_run_trains_exports_and_prints_one_table(mnist_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    result = cli("quickstart", "--dry-run", "--batch", "1,16", "--models", tmp_path / "m",
+                 "--results", tmp_path / "r.jsonl")
+    assert (tmp_path / "m" / "lenet_1c1f.pt").is_file()
+    assert (tmp_path / "m" / "lenet_1c1f.onnx").is_file()
+    assert "test accuracy" in result.stdout and "top-1 agreement 100.00%" in result.stdout
+    rows = table_rows(result.stdout)
+    labels = {r[0] for r in rows}
+    assert {BASELINE, CHANNELS_LAST} <= labels
+    assert any(label.startswith("onnxruntime") for label in labels)
+    assert {r[1] for r in rows} == {"1", "16"}
+    assert all(r[-1].endswith("%") for r in rows)  # the test accuracy column
+    records = read_results(tmp_path / "r.jsonl").records
+    assert len(records) == 3 * 2
+    assert all(r["model"]["trained"] for r in records)

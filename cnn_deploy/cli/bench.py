@@ -19,8 +19,9 @@ def bench(
     backend: Annotated[str, typer.Option("--backend", "-b",
                                          help="Comma-separated backends.")] = "onnxruntime,torch",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16,256,1024",
-    processes: Annotated[int, typer.Option(help="Fresh processes per cell; the spread between "
-                                           "them is reported.")] = 1,
+    processes: Annotated[int | None, typer.Option(help="Fresh processes per cell; the spread "
+                                                  "between them is reported (default 1, 3 "
+                                                  "with --thesis).")] = None,
     duration: Annotated[float | None, typer.Option(help="Minimum timed seconds per cell.")] = None,
     warmup: Annotated[float | None, typer.Option(help="Warm-up seconds per cell.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Minimum timed iterations.")] = None,
@@ -46,6 +47,8 @@ def bench(
     batches = opt.parse_batches(batch)
     options = opt.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
+    if processes is None:
+        processes = 3 if thesis else 1  # the thesis took the median of three loops
     with (pipeline.resolve_target(model, spec) as (target, notes),
           render.err.status("benchmarking...") as status):
         def on_cell(cell: pipeline.Cell) -> None:

@@ -33,7 +33,7 @@ def download(
 
         paths = download_mnist(dest, mirror or DEFAULT_MIRROR, progress=on_progress)
     for path in paths:
-        render.out.print(f"verified {path}", highlight=False)
+        render.out.print(f"verified {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -46,4 +46,4 @@ def info(
     mnist = load_mnist(data)
     render.out.print(f"{mnist.root}: {len(mnist.train_labels)} training and "
                      f"{len(mnist.test_labels)} test digits, sha256 {mnist.sha256[:16]}...",
-                     highlight=False)
+                     highlight=False, soft_wrap=True)

@@ -36,15 +36,15 @@ def export(
         result = export_checkpoint(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
                                    parity_tiles=parity_tiles)
     render.out.print(f"wrote {result.path} (opset {result.opset}, dynamic batch, raw 0..255 "
-                     "pixels in: normalisation folded into the graph)", highlight=False)
+                     "pixels in: normalisation folded into the graph)", highlight=False, soft_wrap=True)
     for label, parity in (("fp32", result.parity), ("fp16", result.fp16_parity)):
         if parity is not None:
             render.out.print(
                 f"parity {label} vs PyTorch on {parity.tiles} test digits: max abs error "
                 f"{parity.max_abs_error:.2e}, top-1 agreement {parity.top1_agreement:.2%}, "
-                f"ONNX accuracy {parity.onnx_accuracy:.2%}", highlight=False)
+                f"ONNX accuracy {parity.onnx_accuracy:.2%}", highlight=False, soft_wrap=True)
     if result.fp16_path is not None:
-        render.out.print(f"wrote {result.fp16_path} (fp16 graph)", highlight=False)
+        render.out.print(f"wrote {result.fp16_path} (fp16 graph)", highlight=False, soft_wrap=True)
     if result.fp16_note:
         render.note(result.fp16_note)
 

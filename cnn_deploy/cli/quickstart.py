@@ -23,6 +23,8 @@ def quickstart(
         = Path("results/quickstart.jsonl"),
     data: Annotated[str | None, typer.Option(help="MNIST folder (else $CNNDEPLOY_DATA, "
                                              "./data/mnist, ../shared/data/mnist).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="A smoke run in seconds: 2,000 "
+                                          "training digits, short cells, 1 process.")] = False,
 ) -> None:
     """The main job end to end on this machine: train, export, benchmark, one table."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,7 +33,10 @@ def quickstart(
     from cnn_deploy.cli import options as opt
 
     batches = opt.parse_batches(batch)
-    timing = opt.timing(duration, None, None, thesis=False)
+    timing = opt.timing(duration, None, None, thesis=False, quick=dry_run)
+    subset = 2000 if dry_run else None
+    if dry_run:
+        epochs, processes = 1, 1
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=render.err, transient=True) as bar:
@@ -51,16 +56,17 @@ def quickstart(
 
         result = pipeline.quickstart(data=data, models=models, results=results, epochs=epochs,
                                      processes=processes, batches=batches, timing=timing,
+                                     train_subset=subset,
                                      train_progress=on_step, stage=stage, on_cell=on_cell)
     metrics = result.checkpoint_data["metrics"]
     miles = ", ".join(f"{k} in {v:.1f} s" if v is not None else f"{k} not reached"
                       for k, v in result.checkpoint_data["milestones_seconds"].items())
     render.out.print(f"trained {result.checkpoint}: test accuracy {metrics['test_accuracy']:.2%}"
-                     f"; time to validation accuracy: {miles}", highlight=False)
+                     f"; time to validation accuracy: {miles}", highlight=False, soft_wrap=True)
     if result.parity is not None:
         render.out.print(f"exported {result.onnx}: max abs error vs PyTorch "
                          f"{result.parity.max_abs_error:.1e}, top-1 agreement "
-                         f"{result.parity.top1_agreement:.2%}", highlight=False)
+                         f"{result.parity.top1_agreement:.2%}", highlight=False, soft_wrap=True)
     title = f"lenet_1c1f on this machine: tiles/ms, {processes} fresh processes per cell"
     render.out.print(render.bench_table(result.bench.summaries, title,
                                         accuracy=metrics["test_accuracy"]))

@@ -72,9 +72,10 @@ def show_summary(checkpoint: dict[str, Any], path: Path) -> None:
     render.out.print(f"[bold]{checkpoint['spec']['name']}[/]: test accuracy "
                      f"{m['test_accuracy']:.2%}, best validation {m['val_accuracy']:.2%} at epoch "
                      f"{m['best_epoch']} of {m['epochs_run']}{stopped}; "
-                     f"{m['train_seconds']:.1f} s of training", highlight=False)
-    render.out.print(f"time to validation accuracy (thesis Table 2): {miles}", highlight=False)
-    render.out.print(f"saved {path}", highlight=False)
+                     f"{m['train_seconds']:.1f} s of training", highlight=False, soft_wrap=True)
+    render.out.print(f"time to validation accuracy (thesis Table 2): {miles}",
+                     highlight=False, soft_wrap=True)
+    render.out.print(f"saved {path}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
