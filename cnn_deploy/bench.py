@@ -231,6 +231,7 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
     from cnn_deploy.device import available_memory_bytes
 
     for index, row in enumerate(plan.rows):
+        reset_peak_rss()
         with row.runner(plan.target) as runner:
             timed: set[int] = set()
             for requested in plan.batches:
@@ -306,8 +307,26 @@ def make_inputs(runner: Runner, batch: int, data: str | None) -> tuple[np.ndarra
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process since the last :func:`reset_peak_rss`.
+
+    Linux's ``VmHWM`` is the process's own; ``ru_maxrss`` would include a forking
+    parent's peak (it is inherited through fork and exec), so it is only the fallback.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+        kib = next(int(line.split()[1]) for line in status.splitlines()
+                   if line.startswith("VmHWM:"))
+        return kib / 1024.0
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Start a new high-water mark, so each row's peak is its own (Linux only)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not permitted: the peak then covers the whole process
 
 
 # -- combining processes -------------------------------------------------------
