@@ -9,6 +9,7 @@ On a CPU the clock is ``time.perf_counter_ns`` (monotonic) around run + synchron
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -323,10 +324,9 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> None:
     """Start a new high-water mark, so each row's peak is its own (Linux only)."""
-    try:
+    # Not Linux, or not permitted: the peak then covers the whole process.
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux, or not permitted: the peak then covers the whole process
 
 
 # -- combining processes -------------------------------------------------------
