@@ -82,17 +82,25 @@ def print_json(data: Any) -> None:
     out.print_json(json.dumps(data))
 
 
+_KINDS = {
+    "coefficient of variation": "coefficient of variation above the threshold (noisy machine, "
+                                "or raise --duration)",
+    "drift": "drift within the run (thermal throttling or background load?)",
+    "tiles/ms differs": "tiles/ms differs across fresh processes (bimodal or unstable figure)",
+}
+
+
 def warnings_of(summaries: Sequence[Summary]) -> list[str]:
-    """One line per warning; the common 'noisy cell' warning is folded into one line."""
-    noisy = [s for s in summaries if any(w.startswith("coefficient of variation")
-                                         for w in s.warnings)]
-    lines: dict[str, None] = {}
-    if noisy:
-        cells = ", ".join(f"{s.label} b{s.batch} ({s.stats.cv:.0%})" for s in noisy)
-        lines[f"coefficient of variation above the threshold in {len(noisy)} cells (marked !): "
-              f"{cells}; the figure is noisy (busy machine, or raise --duration)"] = None
+    """One line per kind of warning, naming the cells (marked ! in the table)."""
+    grouped: dict[str, list[str]] = {}
     for s in summaries:
         for w in s.warnings:
-            if not w.startswith("coefficient of variation"):
-                lines.setdefault(f"{s.label}, batch {s.batch}: {w}", None)
-    return list(lines)
+            kind = next((k for k in _KINDS if w.startswith(k)), None)
+            if kind is None:
+                grouped.setdefault(f"{s.label}, batch {s.batch}: {w}", [])
+            else:
+                cells = grouped.setdefault(kind, [])
+                if f"{s.label} b{s.batch}" not in cells:
+                    cells.append(f"{s.label} b{s.batch}")
+    return [f"{_KINDS[k]} in {len(cells)} cells: {', '.join(cells)}" if k in _KINDS else k
+            for k, cells in grouped.items()]
