@@ -111,6 +111,48 @@ def time_runner(runner: Runner, x: np.ndarray, config: TimingConfig,
     return samples, warm
 
 
+@dataclass
+class PhasedSamples:
+    """GPU timing the trtexec way: host-side and device-side figures per iteration."""
+
+    latency_ms: list[float]  # end to end on the host: enqueue start -> synchronised
+    enqueue_ms: list[float]  # host time to enqueue the work
+    phases_ms: dict[str, list[float]]  # device time per phase from CUDA events
+    warmup_iterations: int
+
+
+def time_runner_phased(runner: Runner, x: np.ndarray, config: TimingConfig,
+                       clock: Clock = time.perf_counter_ns) -> PhasedSamples:
+    """Like :func:`time_runner`, for runners with a device :class:`PhaseTimer`."""
+    timer = runner.phase_timer()
+    if timer is None:
+        raise BenchError(f"{runner.label} has no device timer: use time_runner")
+    staged = runner.stage(x)
+    warm, start = 0, clock()
+    while warm < config.warmup_iterations or (clock() - start) / 1e6 < config.warmup_ms:
+        runner.run_phased(staged, timer)
+        runner.synchronize()
+        warm += 1
+    out = PhasedSamples([], [], {}, warm)
+    elapsed = 0.0
+    while True:
+        t0 = clock()
+        runner.run_phased(staged, timer)
+        t1 = clock()
+        runner.synchronize()
+        t2 = clock()
+        out.enqueue_ms.append((t1 - t0) / 1e6)
+        out.latency_ms.append((t2 - t0) / 1e6)
+        for phase, ms in timer.elapsed_ms().items():
+            out.phases_ms.setdefault(phase, []).append(ms)
+        elapsed += out.latency_ms[-1]
+        n = len(out.latency_ms)
+        if (n >= config.min_iterations and elapsed >= config.min_duration_ms) or (
+                elapsed >= config.max_duration_ms):
+            break
+    return out
+
+
 def stability_warnings(samples_ms: list[float], stats: Stats, config: TimingConfig) -> list[str]:
     """Say when a figure is not trustworthy: large spread, or drift within the run."""
     warnings = []
@@ -216,6 +258,8 @@ class Cell:
     input: str
     peak_rss_mb: float
     process: int = 0
+    enqueue_ms: list[float] | None = None  # GPU runners: host enqueue time per iteration
+    phases_ms: dict[str, list[float]] | None = None  # GPU runners: CUDA-event phase times
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,8 +286,13 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
                 timed.add(batch)
                 _check_memory(plan.target.spec, runner, batch, available_memory_bytes())
                 x, source = make_inputs(runner, batch, plan.data)
+                phased: PhasedSamples | None = None
                 try:
-                    samples, warm = time_runner(runner, x, plan.timing)
+                    if runner.phase_timer() is not None:
+                        phased = time_runner_phased(runner, x, plan.timing)
+                        samples, warm = phased.latency_ms, phased.warmup_iterations
+                    else:
+                        samples, warm = time_runner(runner, x, plan.timing)
                 except MemoryError as exc:
                     raise BenchError(f"batch {batch} does not fit in memory on {runner.label} "
                                      f"({exc}): use a smaller --batch") from None
@@ -254,7 +303,9 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
                 yield Cell(index, runner.label, runner.backend, dict(runner.options),
                            runner.device, batch, requested, samples, warm, stats,
                            stability_warnings(samples, stats, plan.timing), notes, source,
-                           peak_rss_mb(), process)
+                           peak_rss_mb(), process,
+                           phased.enqueue_ms if phased else None,
+                           phased.phases_ms if phased else None)
 
 
 def _effective_batch(runner: Runner, requested: int) -> tuple[int, list[str]]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cnn_deploy.backends.base import Runner, Signature
+from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
 from cnn_deploy.bench import (
     Cell,
     Stats,
@@ -16,7 +16,9 @@ from cnn_deploy.bench import (
     summarise,
     summarise_cells,
     time_runner,
+    time_runner_phased,
 )
+from cnn_deploy.errors import BenchError
 
 
 class FakeClockRunner(Runner):
@@ -134,3 +136,49 @@ def test_combining_processes_reports_median_spread_and_speedup() -> None:
     assert ort.speedup == pytest.approx(2.0)
     assert ort.spread == pytest.approx((64 / 0.45 - 64 / 1.05) / 64.0)
     assert any("bimodal" in w for w in ort.warnings)
+
+
+class FakeTimer(PhaseTimer):
+    def __init__(self, runner: FakeClockRunner) -> None:
+        self.runner = runner
+        self.marks: list[tuple[str, int]] = []
+
+    def mark(self, phase: str) -> None:
+        if phase == "start":
+            self.marks = []
+        self.marks.append((phase, self.runner.now_ns))
+
+    def elapsed_ms(self) -> dict[str, float]:
+        return {name: (t - prev) / 1e6
+                for (_, prev), (name, t) in zip(self.marks, self.marks[1:], strict=False)}
+
+
+class FakeGpuRunner(FakeClockRunner):
+    """Enqueue costs 0.1 ms of host time; the 'device' takes h2d 1 ms, compute 3, d2h 1."""
+
+    def phase_timer(self) -> PhaseTimer | None:
+        return FakeTimer(self)
+
+    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        timer.mark("start")
+        for phase, ms in (("h2d", 1.0), ("compute", 3.0), ("d2h", 1.0)):
+            self.now_ns += int(ms * 1e6)
+            timer.mark(phase)
+        return staged
+
+
+def test_phased_timing_separates_enqueue_latency_and_device_phases() -> None:
+    runner = FakeGpuRunner([0.0])
+    config = TimingConfig(warmup_ms=0, warmup_iterations=1, min_duration_ms=0, min_iterations=4)
+    out = time_runner_phased(runner, np.zeros((2, 1, 28, 28), np.float32), config,
+                             clock=runner.clock)
+    assert out.warmup_iterations == 1
+    assert out.latency_ms == [5.0] * 4
+    assert out.phases_ms == {"h2d": [1.0] * 4, "compute": [3.0] * 4, "d2h": [1.0] * 4}
+    assert len(out.enqueue_ms) == 4
+
+
+def test_phased_timing_refuses_a_cpu_runner() -> None:
+    with pytest.raises(BenchError, match="no device timer"):
+        time_runner_phased(FakeClockRunner([1.0]), np.zeros((1, 1, 28, 28), np.float32),
+                           TimingConfig())

@@ -33,6 +33,21 @@ class Signature:
         return (batch, *(int(d) for d in self.shape[1:] if d is not None))
 
 
+class PhaseTimer(ABC):
+    """Device-side timestamps (CUDA events) recorded on a runner's stream.
+
+    ``mark("start")`` comes first; every later ``mark(name)`` ends the phase ``name``.
+    After the runner synchronised, ``elapsed_ms()`` gives each phase's device time,
+    e.g. ``{"h2d": 0.01, "compute": 0.20, "d2h": 0.01}``.
+    """
+
+    @abstractmethod
+    def mark(self, phase: str) -> None: ...
+
+    @abstractmethod
+    def elapsed_ms(self) -> dict[str, float]: ...
+
+
 class Runner(ABC):
     """A loaded model on one backend; use as ``with runner: ...``."""
 
@@ -72,6 +87,21 @@ class Runner(ABC):
 
     @abstractmethod
     def to_numpy(self, output: Any) -> np.ndarray: ...
+
+    # -- device timing (GPU runners override) --------------------------------
+    def phase_timer(self) -> PhaseTimer | None:
+        """A fresh timer on this runner's stream; None on the CPU (host clock only)."""
+        return None
+
+    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        """Enqueue one batch with ``timer`` marks between its phases (h2d, compute, d2h).
+
+        Runners whose input already lives on the device mark only ``compute``.
+        """
+        timer.mark("start")
+        out = self.run(staged)
+        timer.mark("compute")
+        return out
 
     # -- shared bookkeeping --------------------------------------------------
     def __enter__(self) -> Runner:
