@@ -179,18 +179,20 @@ class Target:
     spec: NetSpec | None = None
     checkpoint: Path | None = None
     trained: bool = False
+    engine: Path | None = None  # a TensorRT plan (cnndeploy build)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "onnx": str(self.onnx) if self.onnx else None,
                 "spec": self.spec.to_dict() if self.spec else None,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "trained": self.trained}
+                "trained": self.trained, "engine": str(self.engine) if self.engine else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Target:
         return cls(d["name"], Path(d["onnx"]) if d["onnx"] else None,
                    NetSpec.from_dict(d["spec"]) if d["spec"] else None,
-                   Path(d["checkpoint"]) if d["checkpoint"] else None, bool(d["trained"]))
+                   Path(d["checkpoint"]) if d["checkpoint"] else None, bool(d["trained"]),
+                   Path(d["engine"]) if d.get("engine") else None)
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,13 @@ class Row:
             if target.onnx is None:
                 raise BenchError(f"onnxruntime needs an ONNX file for {target.name}")
             return OrtRunner(target.onnx, self.options)
+        if self.backend == "tensorrt":
+            from cnn_deploy.backends.tensorrt import TrtRunner
+
+            if target.engine is None:
+                raise BenchError(f"tensorrt needs an engine for {target.name}: build one with "
+                                 "`cnndeploy build <model.onnx>` and pass --engine")
+            return TrtRunner(target.engine, self.options)
         raise BenchError(f"no runner for backend '{self.backend}'")
 
 

@@ -33,3 +33,7 @@ class BenchError(CnnDeployError):
 
 class ResultsError(CnnDeployError):
     """A results file that cannot be written or read."""
+
+
+class EngineError(CnnDeployError):
+    """A TensorRT engine that cannot be built, or cannot run on this GPU or runtime."""
