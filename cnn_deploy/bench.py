@@ -13,7 +13,7 @@ import contextlib
 import resource
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +434,3 @@ def summarise_cells(cells: list[Cell], config: TimingConfig = TimingConfig()) ->
 def _median_cell(group: list[Cell]) -> Cell:
     ordered = sorted(group, key=lambda c: c.stats.tiles_per_ms)
     return ordered[(len(ordered) - 1) // 2]
-
-
-def with_timing(plan: Plan, **changes: Any) -> Plan:
-    return replace(plan, timing=replace(plan.timing, **changes))

@@ -125,7 +125,7 @@ def export_checkpoint(
     fp16_path = fp16_parity = fp16_note = None
     if fp16:
         fp16_path = out.with_name(out.stem + "_fp16.onnx")
-        export_module(_Half.wrap(raw_pixel_module(model)), fp16_path,
+        export_module(_half_inside(raw_pixel_module(model)), fp16_path,
                       {**meta, "precision": "fp16"}, opset)
         if data is not None:
             try:
@@ -135,21 +135,19 @@ def export_checkpoint(
     return ExportResult(out, opset, parity, fp16_path, fp16_parity, fp16_note)
 
 
-class _Half:
-    @staticmethod
-    def wrap(model: nn.Module) -> nn.Module:
-        """fp16 weights and arithmetic inside, fp32 tensors at the boundary."""
-        from torch import nn
+def _half_inside(model: nn.Module) -> nn.Module:
+    """fp16 weights and arithmetic inside, fp32 tensors at the boundary."""
+    from torch import nn
 
-        class HalfInside(nn.Module):
-            def __init__(self, inner: nn.Module) -> None:
-                super().__init__()
-                self.inner = inner.half()
+    class HalfInside(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.half()
 
-            def forward(self, x: Any) -> Any:
-                return self.inner(x.half()).float()
+        def forward(self, x: Any) -> Any:
+            return self.inner(x.half()).float()
 
-        return HalfInside(model)
+    return HalfInside(model)
 
 
 def export_module(module: nn.Module, out: Path, metadata: dict[str, str],
