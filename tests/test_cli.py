@@ -86,7 +86,7 @@ def read_results(path: Path) -> Any:
 
 
 # -- --help ----------------------------------------------------------------------
-COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["backends"], ["data"],
+COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["backends"], ["data"],
             ["data", "download"], ["data", "info"]]
 
 
@@ -149,11 +149,24 @@ def test_backends_sees_the_gpu() -> None:
     assert why == torch.cuda.get_device_name(0)
 
 
+@pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_backends_explains_tensorrt_engines_are_not_supported_yet() -> None:
+def test_backends_sees_tensorrt_on_a_gpu() -> None:
+    import tensorrt
+
     usable, why = _backend_table()[("tensorrt", "cuda")]
-    assert usable == "no"
-    assert "not supported by this version yet" in why
+    assert usable == "yes"
+    assert tensorrt.__version__ in why and "sm_" in why
+
+
+def test_backends_says_why_tensorrt_is_not_usable_here() -> None:
+    import importlib.util
+
+    usable, why = _backend_table()[("tensorrt", "cuda")]
+    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec(
+            "tensorrt_lean") is None:
+        assert usable == "no"
+        assert "pip install" in why
 
 
 # -- train -------------------------------------------------------------------------

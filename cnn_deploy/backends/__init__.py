@@ -41,10 +41,6 @@ def probe_all() -> list[Availability]:
     return [*_probe_torch(), *_probe_onnxruntime(), _probe_tensorrt()]
 
 
-def usable_backends() -> list[str]:
-    return [a.backend for a in probe_all() if a.usable and a.target in ("cpu", "CPUExecutionProvider")]
-
-
 def _probe_torch() -> list[Availability]:
     if importlib.util.find_spec("torch") is None:
         why = "package missing: pip install torch==2.13.0 (CPU build)"
@@ -112,18 +108,30 @@ def _session_providers(provider: str) -> list[str]:
 
 
 def _probe_tensorrt() -> Availability:
-    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec(
-            "tensorrt_lean") is None:
+    """The native runtime: TensorRT (full or lean), cuda-python and a visible GPU."""
+    from cnn_deploy import cuda
+    from cnn_deploy.backends.tensorrt import INSTALL_HINT, import_trt
+
+    if not (_installed("tensorrt") or _installed("tensorrt_lean")):
+        return Availability("tensorrt", "cuda", False, f"package missing: {INSTALL_HINT}")
+    if not (_installed("cuda.bindings") or _installed("cuda.cudart")):
         return Availability("tensorrt", "cuda", False,
-                            "package missing, and native TensorRT engines are not supported "
-                            "by this version yet (onnxruntime-gpu's TensorRT provider is)")
-    return Availability("tensorrt", "cuda", False,
-                        "native TensorRT engines are not supported by this version yet "
-                        "(use onnxruntime's TensorrtExecutionProvider)")
+                            f"cuda-python missing (streams and buffers): {cuda.INSTALL_HINT}")
+    try:
+        if cuda.device_count() == 0:
+            return Availability("tensorrt", "cuda", False,
+                                "no GPU: CUDA sees no device (driver missing or no GPU)")
+        props = cuda.device_properties(0)
+        trt = import_trt()
+    except BackendError as exc:
+        return Availability("tensorrt", "cuda", False, str(exc))
+    cc = "{}{}".format(*props.compute_capability)
+    return Availability("tensorrt", "cuda", True,
+                        f"{trt.__name__} {trt.__version__}, {props.name} (sm_{cc})")
 
 
-def require(name: str) -> None:
-    """Raise a clear error when a backend's package is missing."""
-    module = {"torch": "torch", "onnxruntime": "onnxruntime"}[name]
-    if importlib.util.find_spec(module) is None:
-        raise BackendError(f"backend '{name}' needs the {module} package: pip install {module}")
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a broken install
+        return False

@@ -1,28 +1,43 @@
-"""The PyTorch backend: eager (the thesis-style baseline) or ``torch.compile`` opt-in.
+"""The PyTorch backend: eager (the thesis-style baseline) or ``torch.compile`` opt-in, on the
+CPU or on a CUDA GPU (``device="cuda"``), optionally replayed as a CUDA graph.
 
 The module timed is the deployed one: raw 0..255 pixels in, normalisation folded into the
 first conv, exactly what the ONNX file holds. Channels-last is the default memory format
 (1.6-3.9x faster than NCHW on a 2-core CPU, because of max-pool); the baseline row stays
-"torch eager, NCHW, defaults".
+"torch eager, NCHW, defaults" on the same device.
+
+On CUDA a batch is what trtexec times: copy a pinned host batch to the device, run the
+network, copy the logits back into pinned host memory, all enqueued on the current stream
+with CUDA events between the phases (:class:`CudaEventTimer`), so ``bench.py`` reads H2D,
+compute and D2H device times apart from the host's end-to-end latency.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnn_deploy.arch import IN_CHANNELS, TILE, NetSpec
-from cnn_deploy.backends.base import Runner, Signature
+from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
 from cnn_deploy.errors import BackendError, BenchError
 
 MEMORY_FORMATS = ("channels_last", "contiguous")
 # The fastest known settings on a CPU, and the thesis-style baseline they are compared with.
 DEFAULT_OPTIONS: dict[str, Any] = {"memory_format": "channels_last", "compile": False,
-                                   "threads": None, "device": "cpu"}
+                                   "threads": None, "device": "cpu", "cuda_graph": False}
 BASELINE_OPTIONS: dict[str, Any] = {**DEFAULT_OPTIONS, "memory_format": "contiguous"}
+# Eager iterations on a side stream before a CUDA graph capture (cuDNN/cuBLAS set-up and
+# autotuning must not happen inside the capture; the PyTorch CUDA-graphs docs warm up so).
+GRAPH_WARMUP_ITERATIONS = 3
+
+
+def is_baseline(options: dict[str, Any]) -> bool:
+    """True for the thesis-style baseline settings on whatever device they run."""
+    return all(options.get(k) == v for k, v in BASELINE_OPTIONS.items() if k != "device")
 
 
 def import_torch() -> Any:
@@ -35,7 +50,9 @@ def import_torch() -> Any:
 
 
 class TorchRunner(Runner):
-    """``options``: memory_format, compile (bool), threads (None = torch's default), device."""
+    """``options``: memory_format, compile (bool), threads (None = torch's default), device
+    (cpu | cuda | cuda:N), cuda_graph (bool, CUDA only: capture the forward once per batch
+    size after a warm-up and replay it)."""
 
     backend = "torch"
 
@@ -49,7 +66,12 @@ class TorchRunner(Runner):
             raise BackendError(f"unknown torch memory_format '{self.options['memory_format']}': "
                                f"choose one of {', '.join(MEMORY_FORMATS)}")
         self.device = str(self.options["device"])
-        self.baseline = all(self.options.get(k) == v for k, v in BASELINE_OPTIONS.items())
+        self.cuda = self.device.startswith("cuda")
+        if self.options["cuda_graph"] and not self.cuda:
+            raise BackendError("torch.cuda_graph=true needs torch.device=cuda")
+        if self.options["cuda_graph"] and self.options["compile"]:
+            raise BackendError("choose torch.cuda_graph=true or torch.compile=true, not both")
+        self.baseline = is_baseline(self.options)
         self._model: Any = None
         self._compiled: Any = None
         self._shape: tuple[int, ...] | None = None
@@ -61,7 +83,8 @@ class TorchRunner(Runner):
         if self.baseline:
             return f"torch eager{where} NCHW [baseline]"
         fmt = "channels-last" if self.options["memory_format"] == "channels_last" else "NCHW"
-        mode = "compiled" if self.options["compile"] else "eager"
+        mode = ("compiled" if self.options["compile"]
+                else "cuda-graph" if self.options["cuda_graph"] else "eager")
         threads = self.options["threads"]
         return f"torch {mode}{where} {fmt}" + (f" {threads}t" if threads else "")
 
@@ -74,8 +97,9 @@ class TorchRunner(Runner):
         from cnn_deploy.export import raw_pixel_module
         from cnn_deploy.train import load_checkpoint
 
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError("torch cannot see a CUDA GPU here: use --backend torch on the cpu")
+        if self.cuda and not torch.cuda.is_available():
+            raise BackendError("torch cannot see a CUDA GPU here (a CPU-only torch build, or no "
+                               "driver): drop torch.device=cuda, or install a CUDA build of torch")
         if self.options["threads"]:
             torch.set_num_threads(int(self.options["threads"]))
         model = load_checkpoint(self.checkpoint)[1] if self.checkpoint else self.spec.build()
@@ -97,21 +121,34 @@ class TorchRunner(Runner):
     def stage(self, x: np.ndarray) -> Any:
         import torch
 
+        self._compile_for(tuple(x.shape))
+        if self.cuda:
+            return self._stage_cuda(x)
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         if self.options["memory_format"] == "channels_last":
             t = t.contiguous(memory_format=torch.channels_last)
-        if self.options["compile"] and tuple(x.shape) != self._shape:
-            # One static graph per batch size; a fresh cache so no shape counts twice
-            # against dynamo's recompile limit.
-            torch._dynamo.reset()
-            self._compiled = torch.compile(self._model, dynamic=False)
-            self._shape = tuple(x.shape)
         return t
 
+    def _compile_for(self, shape: tuple[int, ...]) -> None:
+        if not self.options["compile"] or shape == self._shape:
+            return
+        import torch
+
+        # One static graph per batch size; a fresh cache so no shape counts twice
+        # against dynamo's recompile limit.
+        torch._dynamo.reset()
+        self._compiled = torch.compile(self._model, dynamic=False)
+        self._shape = shape
+
     def run(self, staged: Any) -> Any:
+        if isinstance(staged, _CudaBatch):
+            return self._enqueue(staged, None)
+        return self._forward(staged)
+
+    def _forward(self, t: Any) -> Any:
         fn = self._compiled if self.options["compile"] else self._model
         try:
-            return fn(staged)
+            return fn(t)
         except RuntimeError as exc:
             text = str(exc)
             if "allocate" in text or "out of memory" in text:
@@ -123,11 +160,115 @@ class TorchRunner(Runner):
                     "run or drop --option torch.compile=true") from None
             raise
 
+    # -- CUDA -------------------------------------------------------------------
+    def phase_timer(self) -> PhaseTimer | None:
+        return CudaEventTimer() if self.cuda else None
+
+    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        if not isinstance(staged, _CudaBatch):
+            return super().run_phased(staged, timer)
+        return self._enqueue(staged, timer)
+
+    def _stage_cuda(self, x: np.ndarray) -> _CudaBatch:
+        """Pinned host input, device input (in the runner's memory format), pinned host output;
+        with cuda_graph, the forward captured on the device input after a warm-up."""
+        import torch
+
+        fmt = (torch.channels_last if self.options["memory_format"] == "channels_last"
+               else torch.contiguous_format)
+        try:
+            host = torch.from_numpy(np.ascontiguousarray(x)).pin_memory()
+            device = torch.empty(tuple(x.shape), dtype=host.dtype, device=self.device,
+                                 memory_format=fmt)
+            device.copy_(host)
+            out = self._forward(device)  # the logits' shape; also a first warm-up
+            host_out = torch.empty(tuple(out.shape), dtype=out.dtype, pin_memory=True)
+            batch = _CudaBatch(host, device, host_out)
+            if self.options["cuda_graph"]:
+                batch.graph, batch.static_out = self._capture(device)
+            torch.cuda.synchronize()
+        except RuntimeError as exc:
+            text = str(exc)
+            if "out of memory" in text or "allocate" in text:
+                raise MemoryError(text.splitlines()[0]) from None
+            raise
+        return batch
+
+    def _capture(self, static_in: Any) -> tuple[Any, Any]:
+        """Warm up on a side stream, then capture one forward into a CUDA graph."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_ITERATIONS):
+                self._model(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._model(static_in)
+        return graph, static_out
+
+    def _enqueue(self, batch: _CudaBatch, timer: PhaseTimer | None) -> Any:
+        """H2D, forward (or graph replay), D2H, all asynchronous on the current stream."""
+        mark = timer.mark if timer is not None else _no_mark
+        mark("start")
+        batch.device.copy_(batch.host, non_blocking=True)
+        mark("h2d")
+        if batch.graph is not None:
+            batch.graph.replay()
+            out = batch.static_out
+        else:
+            out = self._forward(batch.device)
+        mark("compute")
+        batch.host_out.copy_(out, non_blocking=True)
+        mark("d2h")
+        return batch.host_out
+
     def synchronize(self) -> None:
-        if self.device.startswith("cuda"):
+        if self.cuda:
             import torch
 
             torch.cuda.synchronize()
 
     def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output.detach().float().cpu().numpy())
+        # A pinned host buffer is reused by the next batch: hand out a copy.
+        return np.array(output.detach().float().cpu().numpy(), copy=True)
+
+
+@dataclass
+class _CudaBatch:
+    host: Any  # pinned (N, 1, 28, 28) float32
+    device: Any  # the same on the GPU, in the runner's memory format
+    host_out: Any  # pinned (N, 10) logits
+    graph: Any = None  # torch.cuda.CUDAGraph when cuda_graph
+    static_out: Any = None  # the graph's output tensor
+
+
+def _no_mark(phase: str) -> None:
+    return None
+
+
+class CudaEventTimer(PhaseTimer):
+    """``torch.cuda.Event(enable_timing=True)`` recorded on the current stream; one event per
+    phase name, created once and re-recorded every iteration."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, Any] = {}
+        self._order: list[str] = []
+
+    def mark(self, phase: str) -> None:
+        import torch
+
+        if phase == "start":
+            self._order.clear()
+        event = self._events.get(phase)
+        if event is None:
+            event = self._events[phase] = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream())
+        self._order.append(phase)
+
+    def elapsed_ms(self) -> dict[str, float]:
+        """Each phase's device time, from the mark before it (after a synchronise)."""
+        return {phase: float(self._events[prev].elapsed_time(self._events[phase]))
+                for prev, phase in zip(self._order, self._order[1:], strict=False)}

@@ -14,6 +14,10 @@ from cnn_deploy.cli import render
 def bench(
     model: Annotated[Path | None, typer.Argument(help="An .onnx file (any NCHW image "
                                                   "classifier) or a .pt checkpoint.")] = None,
+    engine: Annotated[Path | None, typer.Option(help="A TensorRT plan (`cnndeploy build`): "
+                      "timed trtexec-style beside torch eager CUDA NCHW (the baseline) and "
+                      "torch CUDA channels-last of the same network; needs an NVIDIA GPU.")]
+        = None,
     spec: Annotated[str | None, typer.Option(help="Time a network by name, untrained "
                                              "(e.g. lenet_5c1f).")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b",
@@ -49,7 +53,7 @@ def bench(
     timing = opt.timing(duration, warmup, iterations, thesis)
     if processes is None:
         processes = 3 if thesis else 1  # the thesis took the median of three loops
-    with (pipeline.resolve_target(model, spec) as (target, notes),
+    with (pipeline.resolve_target(model, spec, engine) as (target, notes),
           render.err.status("benchmarking...") as status):
         def on_cell(cell: pipeline.Cell) -> None:
             status.update(f"{cell.label} batch {cell.batch}: "
@@ -58,14 +62,24 @@ def bench(
         outcome = pipeline.benchmark(
             target, backends, batches, options=options, timing=timing, processes=processes,
             results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
+    accuracy, accuracy_note = (pipeline.check_engine_accuracy(
+        target, data, max(batches), options.get("tensorrt")) if engine is not None else (None, None))
     rows = render.summary_rows(outcome.summaries)
     if as_json:
         render.print_json({"run_id": outcome.run_id, "model": target.to_dict(), "rows": rows,
-                           "notes": outcome.notes})
+                           "gpu": [r.to_dict() for r in outcome.gpu], "notes": outcome.notes})
     elif as_csv:
         typer.echo(write_csv(rows, None), nl=False)
     else:
         render.out.print(render.bench_table(outcome.summaries, f"{target.name}: tiles/ms"))
+        for report in outcome.gpu:
+            render.out.print(render.gpu_table(report))
+    if accuracy is not None:
+        render.note(f"engine vs PyTorch on {accuracy.tiles} test digits: top-1 agreement "
+                    f"{accuracy.top1_agreement:.2%}, accuracy {accuracy.accuracy:.2%} vs "
+                    f"{accuracy.reference_accuracy:.2%} ({accuracy.delta:+.2%})")
+    if accuracy_note:
+        render.note(accuracy_note)
     for line in outcome.notes:
         render.note(line)
     # Per-cell notes (e.g. "the model has a fixed batch of 4: timed at 4, not 1") once each;
@@ -75,6 +89,9 @@ def bench(
         render.note(line)
     for line in render.warnings_of(outcome.summaries):
         render.warn(line)
+    for report in outcome.gpu:
+        for line in report.warnings:
+            render.warn(f"{report.label}, batch {report.batch}: {line}")
     if outcome.results is not None:
         render.note(f"{len(outcome.cells)} measurements appended to {outcome.results}")
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnn_deploy.bench import Summary
+from cnn_deploy.gpureport import QUANTITIES, GpuReport
 
 out = Console()
 err = Console(stderr=True)
@@ -61,6 +62,25 @@ def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None
             cells.append(f"{accuracy:.2%}")
         table.add_row(*cells)
     return table
+
+
+def gpu_table(report: GpuReport) -> Table:
+    """trtexec's performance summary for one GPU cell: a row per quantity, then tiles/ms."""
+    title = (f"{report.label}, batch {report.batch}: "
+             f"{report.tiles_per_ms_compute:.1f} tiles/ms from GPU compute, "
+             f"{report.tiles_per_ms_end_to_end:.1f} tiles/ms end to end")
+    table = Table(title=escape(title), title_justify="left", min_width=len(title))
+    table.add_column("", no_wrap=True)
+    for column in ("median ms", "p90 ms", "p99 ms", "min ms", "max ms", "CV"):
+        table.add_column(column, justify="right")
+    for key, s in report.stats.items():
+        table.add_row(QUANTITIES.get(key, key), _ms4(s.median_ms), _ms4(s.p90_ms),
+                      _ms4(s.p99_ms), _ms4(s.min_ms), _ms4(s.max_ms), f"{s.cv:.1%}")
+    return table
+
+
+def _ms4(value: float) -> str:
+    return f"{value:.4f}" if value < 10 else f"{value:.1f}"
 
 
 def _ms(value: float) -> str:

@@ -1,0 +1,347 @@
+"""The native TensorRT backend: a serialized plan run with cuda-python streams and buffers.
+
+Loading is lazy (``PlanFromPath`` in Polygraphy's terms): the plan is read, checked
+against this GPU and TensorRT, and deserialized in ``__enter__``. Inputs are staged into
+pinned host memory outside the timed region; a run is H2D copy, ``execute_async_v3`` (or
+the replay of a CUDA graph of it) and D2H copy, all asynchronous on one stream.
+TensorRT 10.x and 11.x are served by the same code; where they differ the code asks
+``hasattr``, never the version string. Every TensorRT name used is listed in
+``RUNTIME_API`` and checked against the real packages by tests/test_tensorrt_runtime.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
+from cnn_deploy.errors import BackendError, BenchError, EngineError
+
+# Attributes of the tensorrt module, and of its runtime classes, that this module uses.
+RUNTIME_API = (
+    "__name__", "__version__", "Logger", "Logger.WARNING", "Runtime", "Runtime.deserialize_cuda_engine",
+    "TensorIOMode.INPUT", "nptype",
+    "ICudaEngine.create_execution_context", "ICudaEngine.num_io_tensors",
+    "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_dtype",
+    "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
+    "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
+    "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
+)
+# Looked up with hasattr: at least one of each group exists in every supported release
+# (TensorRT 11 removed ``device_memory_size``; ``_v2`` appeared in 10.1).
+RUNTIME_API_ALTERNATIVES = (("ICudaEngine.device_memory_size_v2", "ICudaEngine.device_memory_size"),)
+INSTALL_HINT = "pip install tensorrt"
+REBUILD = "cnndeploy build <model>.onnx"
+MIN_PLAN_BYTES = 256  # no serialized engine is smaller; anything less is a truncated file
+DEFAULT_OPTIONS: dict[str, Any] = {"cuda_graph": False, "stream_ordered": False}
+
+
+def import_trt() -> Any:
+    """The full ``tensorrt`` package, else the runtime-only ``tensorrt_lean``."""
+    for name in ("tensorrt", "tensorrt_lean"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise BackendError(f"TensorRT is not installed: {INSTALL_HINT}")
+
+
+def read_plan(path: Path) -> bytes:
+    """A plan file's bytes, or an EngineError saying how to get a good one."""
+    if not path.is_file():
+        raise EngineError(f"engine file not found: {path}: build it with `{REBUILD}`")
+    data = path.read_bytes()
+    if len(data) < MIN_PLAN_BYTES:
+        raise EngineError(f"engine file {path} is {len(data)} bytes, too small to be a TensorRT "
+                          f"plan (truncated copy?): rebuild it with `{REBUILD}`")
+    return data
+
+
+def check_batch(batch: int, profile: tuple[int, int, int]) -> None:
+    """Refuse a batch outside the engine's optimisation profile (min, opt, max)."""
+    lo, opt, hi = profile
+    if not lo <= batch <= hi:
+        raise BenchError(f"batch {batch} is outside this engine's batch profile {lo}..{hi} "
+                         f"(opt {opt}): rebuild it with `{REBUILD} --max-batch {max(batch, hi)}`"
+                         + (" and a smaller minimum batch" if batch < lo else ""))
+
+
+def _compat_notes(plan: Path, version: str, gpu: str, cc: tuple[int, int]) -> list[str]:
+    """cnn_deploy.engine.check_compatible (raises EngineError on a mismatch), where present."""
+    try:
+        module = importlib.import_module("cnn_deploy.engine")
+    except ModuleNotFoundError as exc:
+        if exc.name != "cnn_deploy.engine":
+            raise
+        module = None
+    check = getattr(module, "check_compatible", None)
+    if check is None:
+        return ["engine compatibility not checked: cnn_deploy.engine.check_compatible is missing"]
+    return list(check(plan, version, gpu, cc))
+
+
+@dataclass
+class _IO:
+    name: str
+    dtype: np.dtype
+    host: Any = None  # cuda.HostBuffer
+    device: Any = None  # cuda.DeviceBuffer
+    view: np.ndarray | None = None  # the pinned host memory shaped for the staged batch
+
+
+@dataclass(frozen=True)
+class _Staged:
+    shape: tuple[int, ...]
+
+
+class TrtRunner(Runner):
+    """``options``: cuda_graph (replay a CUDA graph of the enqueue), stream_ordered
+    (allocate device buffers with cudaMallocAsync on the runner's stream)."""
+
+    backend = "tensorrt"
+
+    def __init__(self, plan: Path, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options, device="cuda")
+        self.plan = Path(plan)
+        for key, value in DEFAULT_OPTIONS.items():
+            self.options.setdefault(key, value)
+        unknown = set(self.options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise BackendError(f"unknown tensorrt option(s) {', '.join(sorted(unknown))}: "
+                               f"choose from {', '.join(DEFAULT_OPTIONS)}")
+        for key in DEFAULT_OPTIONS:
+            if not isinstance(self.options[key], bool):
+                raise BackendError(f"tensorrt option {key} is true or false, not "
+                                   f"{self.options[key]!r}")
+        self.notes: list[str] = []
+        self.trt_version = ""
+        self._trt: Any = None
+        self._logger: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._inputs: list[_IO] = []
+        self._outputs: list[_IO] = []
+        self._capacity = 0  # batch the buffers are sized for
+        self._graph: Any = None  # cuda.Graph of the enqueue for the staged shape
+        self._graph_shape: tuple[int, ...] | None = None
+        self._timers: list[Any] = []
+        self._signature: Signature | None = None
+        self._profile: tuple[int, int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        extra = " cuda-graph" if self.options["cuda_graph"] else ""
+        return f"tensorrt {self.plan.stem}{extra}"
+
+    @property
+    def signature(self) -> Signature:
+        if self._signature is None:
+            raise RuntimeError("runner not active")
+        return self._signature
+
+    @property
+    def profile_batches(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch of optimisation profile 0."""
+        if self._profile is None:
+            raise RuntimeError("runner not active")
+        return self._profile
+
+    # -- loading -----------------------------------------------------------------------
+    def _activate(self) -> None:
+        from cnn_deploy import cuda
+
+        data = read_plan(self.plan)  # before any import: a bad path needs no GPU to report
+        trt = self._trt = import_trt()
+        self.trt_version = str(trt.__version__)
+        # Ask CUDA first: without a driver TensorRT still hands out a Runtime, which crashes.
+        props = cuda.device_properties()
+        self.notes = _compat_notes(self.plan, self.trt_version, props.name, props.compute_capability)
+        try:
+            self._load(trt, data)
+        except BaseException:
+            self._deactivate()
+            raise
+
+    def _load(self, trt: Any, data: bytes) -> None:
+        from cnn_deploy import cuda
+
+        self._logger = trt.Logger(trt.Logger.WARNING)  # outlives the runtime that logs to it
+        runtime = self._runtime = trt.Runtime(self._logger)
+        engine = self._engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise EngineError(f"{trt.__name__} {self.trt_version} cannot deserialize {self.plan}: "
+                              "the file is corrupt or was built by another TensorRT version"
+                              + (" (the lean runtime loads only version-compatible plans)"
+                                 if trt.__name__ == "tensorrt_lean" else "")
+                              + f": rebuild it here with `{REBUILD}`")
+        context = self._context = engine.create_execution_context()
+        if context is None:
+            raise EngineError(f"TensorRT could not create an execution context for {self.plan} "
+                              "(out of GPU memory?)")
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            io = _IO(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            (self._inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+             else self._outputs).append(io)
+        if len(self._inputs) != 1 or not self._outputs:
+            raise EngineError(f"{self.plan} has {len(self._inputs)} inputs and "
+                              f"{len(self._outputs)} outputs; cnn_deploy runs one-input networks")
+        first = self._inputs[0]
+        shape = tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(first.name))
+        if shape[0] is None:
+            lo, opt, hi = engine.get_tensor_profile_shape(first.name, 0)
+            self._profile = (int(lo[0]), int(opt[0]), int(hi[0]))
+        else:
+            self._profile = (shape[0], shape[0], shape[0])
+        self._signature = Signature(first.name, shape, first.dtype.name, self._outputs[0].name)
+        if hasattr(engine, "device_memory_size_v2"):  # TensorRT >= 10.1, the only one in 11
+            self.notes.append(f"engine scratch memory {engine.device_memory_size_v2} bytes")
+        elif hasattr(engine, "device_memory_size"):
+            self.notes.append(f"engine scratch memory {engine.device_memory_size} bytes")
+        self._stream = cuda.Stream()
+
+    def _deactivate(self) -> None:
+        if self._stream is not None and self._stream.raw is not None:
+            self._stream.synchronize()
+        self._free_buffers()
+        for timer in self._timers:
+            timer.close()
+        self._timers = []
+        # context before engine before runtime
+        self._context = self._engine = self._runtime = self._logger = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._inputs, self._outputs = [], []
+        self._signature = self._profile = None
+
+    def _free_buffers(self) -> None:
+        self._drop_graph()
+        for io in (*self._inputs, *self._outputs):
+            for buf in (io.host, io.device):
+                if buf is not None:
+                    buf.close()
+            io.host = io.device = io.view = None
+        self._capacity = 0
+
+    # -- staging -------------------------------------------------------------------------
+    def stage(self, x: np.ndarray) -> Any:
+        """Set the shape, fill the pinned input; the handle is valid until the next stage()."""
+        self.check_input(x)
+        batch = int(x.shape[0])
+        check_batch(batch, self.profile_batches)
+        context = self._context
+        first = self._inputs[0]
+        if not context.set_input_shape(first.name, tuple(x.shape)):
+            raise BenchError(f"TensorRT rejected input shape {tuple(x.shape)} for {self.plan}")
+        if batch > self._capacity:
+            self._allocate(batch, tuple(x.shape))
+        first.view = first.host.array(tuple(x.shape), first.dtype)
+        np.copyto(first.view, x)
+        for io in self._outputs:
+            io.view = io.host.array(tuple(context.get_tensor_shape(io.name)), io.dtype)
+        for io in (*self._inputs, *self._outputs):
+            context.set_tensor_address(io.name, io.device.ptr)
+        staged = _Staged(tuple(x.shape))
+        if self.options["cuda_graph"] and staged.shape != self._graph_shape:
+            self._capture(staged)
+        return staged
+
+    def _allocate(self, batch: int, shape: tuple[int, ...]) -> None:
+        """Pinned host and device buffers for ``batch`` tiles; they are reused below it."""
+        from cnn_deploy import cuda
+
+        self._stream.synchronize()
+        self._free_buffers()
+        stream = self._stream if self.options["stream_ordered"] else None
+        context = self._context
+        for io in (*self._inputs, *self._outputs):
+            io_shape = shape if io is self._inputs[0] else tuple(context.get_tensor_shape(io.name))
+            nbytes = int(np.prod(io_shape, dtype=np.int64)) * io.dtype.itemsize
+            try:
+                io.host, io.device = cuda.HostBuffer(nbytes), cuda.DeviceBuffer(nbytes, stream)
+            except BackendError as exc:
+                if "Memory" in str(exc):  # cudaErrorMemoryAllocation: let bench say "smaller batch"
+                    raise MemoryError(str(exc)) from None
+                raise
+        self._capacity = batch
+
+    def _capture(self, staged: _Staged) -> None:
+        """Enqueue once and wait (TensorRT's shape-dependent setup), then capture the enqueue.
+
+        A graph fixes shapes, tensor addresses and the context's state, so there is one, for
+        the shape staged last; a new shape or new buffers mean a new capture.
+        """
+        from cnn_deploy import cuda
+
+        self._drop_graph()
+        self._execute()
+        self._stream.synchronize()
+        graph = cuda.Graph(self._stream)
+        try:
+            with graph.capture():
+                self._execute()
+        except BaseException:
+            graph.close()
+            raise
+        self._graph, self._graph_shape = graph, staged.shape
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+        self._graph = self._graph_shape = None
+
+    # -- running ---------------------------------------------------------------------------
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise BackendError(f"TensorRT enqueue failed for {self.plan} (see the TensorRT log)")
+
+    def _enqueue(self, staged: _Staged) -> None:
+        if self._graph is not None and staged.shape == self._graph_shape:
+            self._graph.launch()
+        else:
+            self._execute()
+
+    def _copy(self, ios: list[_IO], kind: str) -> None:
+        from cnn_deploy import cuda
+
+        for io in ios:
+            assert io.view is not None
+            host = io.view.ctypes.data
+            dst, src = (io.device.ptr, host) if kind == "h2d" else (host, io.device.ptr)
+            cuda.memcpy_async(dst, src, io.view.nbytes, kind, self._stream)
+
+    def run(self, staged: Any) -> Any:
+        self._copy(self._inputs, "h2d")
+        self._enqueue(staged)
+        self._copy(self._outputs, "d2h")
+        return self._outputs[0].view
+
+    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        timer.mark("start")
+        self._copy(self._inputs, "h2d")
+        timer.mark("h2d")
+        self._enqueue(staged)
+        timer.mark("compute")
+        self._copy(self._outputs, "d2h")
+        timer.mark("d2h")
+        return self._outputs[0].view
+
+    def phase_timer(self) -> PhaseTimer | None:
+        from cnn_deploy import cuda
+
+        timer = cuda.EventTimer(self._stream)  # its events are created on first use
+        self._timers.append(timer)
+        return timer
+
+    def synchronize(self) -> None:
+        self._stream.synchronize()
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.array(output, copy=True)  # the pinned buffer is overwritten by the next run

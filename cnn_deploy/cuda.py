@@ -1,0 +1,284 @@
+"""Small CUDA plumbing on cuda-python's runtime bindings: streams, events, buffers, graphs.
+
+cuda-python is imported lazily (``cuda.bindings.runtime``; ``cuda.cudart`` on releases
+before 12.6), so this module imports anywhere; a missing package raises
+:class:`BackendError` with the install command on first use. Every binding returns a
+tuple whose first item is a ``cudaError_t``; :func:`check` turns a failure into a
+:class:`BackendError` naming the error. Objects that own CUDA memory or handles have
+``close()`` and are context managers; closing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnn_deploy.backends.base import PhaseTimer
+from cnn_deploy.errors import BackendError
+
+INSTALL_HINT = "pip install cuda-python"
+# Names this module calls on the runtime bindings; tests check them against cuda-python 12 and 13.
+CUDA_API = (
+    "cudaError_t", "cudaGetErrorString", "cudaGetDeviceCount", "cudaGetDevice",
+    "cudaGetDeviceProperties", "cudaStreamCreateWithFlags", "cudaStreamNonBlocking",
+    "cudaStreamSynchronize", "cudaStreamDestroy", "cudaEventCreate", "cudaEventRecord",
+    "cudaEventSynchronize", "cudaEventElapsedTime", "cudaEventDestroy", "cudaMallocHost",
+    "cudaFreeHost", "cudaMalloc", "cudaFree", "cudaMallocAsync", "cudaFreeAsync",
+    "cudaMemcpyAsync", "cudaMemcpyKind", "cudaStreamBeginCapture", "cudaStreamCaptureMode",
+    "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
+    "cudaGraphExecDestroy", "cudaGraphDestroy",
+)
+_NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
+_COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
+               "d2d": "cudaMemcpyDeviceToDevice"}
+_CAPTURE_MODES = {"global": "cudaStreamCaptureModeGlobal",
+                  "thread_local": "cudaStreamCaptureModeThreadLocal",
+                  "relaxed": "cudaStreamCaptureModeRelaxed"}
+
+
+@functools.cache
+def runtime() -> Any:
+    """The CUDA runtime bindings module, or a BackendError saying how to install them."""
+    try:
+        from cuda.bindings import runtime as rt  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart as rt  # older cuda-python
+        except ImportError:
+            raise BackendError(f"cuda-python is not installed: {INSTALL_HINT}") from None
+    return rt
+
+
+def check(result: Any, what: str = "CUDA call") -> Any:
+    """Unpack ``(cudaError_t, *values)``: raise on failure, else return the value(s)."""
+    rt = runtime()
+    err, values = result[0], tuple(result[1:])
+    if err != rt.cudaError_t.cudaSuccess:
+        name = str(getattr(err, "name", err))
+        text = rt.cudaGetErrorString(err)[1]
+        hint = ": no usable NVIDIA GPU or driver here" if name in _NO_GPU else ""
+        desc = text.decode() if isinstance(text, bytes) else str(text)
+        raise BackendError(f"{what} failed with {name} ({desc}){hint}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+# -- devices -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceProps:
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    sm_count: int
+    memory_bytes: int
+
+
+def device_count() -> int:
+    """Visible CUDA devices; 0 where there is no GPU or no driver."""
+    rt = runtime()
+    result = rt.cudaGetDeviceCount()
+    if str(getattr(result[0], "name", "")) in _NO_GPU:
+        return 0
+    return int(check(result, "cudaGetDeviceCount"))
+
+
+def device_properties(index: int | None = None) -> DeviceProps:
+    """Name, compute capability, SMs and memory of device ``index`` (the current one if None)."""
+    i = int(check(runtime().cudaGetDevice(), "cudaGetDevice")) if index is None else index
+    prop = check(runtime().cudaGetDeviceProperties(i), f"cudaGetDeviceProperties({i})")
+    raw = prop.name
+    name = raw.split(b"\0")[0].decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return DeviceProps(i, name.strip(), (int(prop.major), int(prop.minor)),
+                       int(prop.multiProcessorCount), int(prop.totalGlobalMem))
+
+
+# -- streams and events --------------------------------------------------------------
+class _Owned:
+    """Base for handles freed by ``close()``; usable as a context manager."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Stream(_Owned):
+    """A non-blocking CUDA stream; ``handle`` is the integer TensorRT's enqueue takes."""
+
+    def __init__(self) -> None:
+        rt = runtime()
+        self.raw: Any = check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
+                              "cudaStreamCreateWithFlags")
+
+    @property
+    def handle(self) -> int:
+        return int(self.raw)
+
+    def synchronize(self) -> None:
+        check(runtime().cudaStreamSynchronize(self.raw), "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        if self.raw is not None:
+            raw, self.raw = self.raw, None
+            check(runtime().cudaStreamDestroy(raw), "cudaStreamDestroy")
+
+
+class Event(_Owned):
+    """A timing event; ``record`` it on a stream, then ``elapsed_ms(start, end)``."""
+
+    def __init__(self) -> None:
+        self.raw: Any = check(runtime().cudaEventCreate(), "cudaEventCreate")
+
+    def record(self, stream: Stream) -> None:
+        check(runtime().cudaEventRecord(self.raw, stream.raw), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        check(runtime().cudaEventSynchronize(self.raw), "cudaEventSynchronize")
+
+    def close(self) -> None:
+        if self.raw is not None:
+            raw, self.raw = self.raw, None
+            check(runtime().cudaEventDestroy(raw), "cudaEventDestroy")
+
+
+def elapsed_ms(start: Event, end: Event) -> float:
+    """Device time between two recorded events (``end`` must have completed)."""
+    return float(check(runtime().cudaEventElapsedTime(start.raw, end.raw), "cudaEventElapsedTime"))
+
+
+class EventTimer(PhaseTimer, _Owned):
+    """One reusable event per phase name, recorded on ``stream``; see :class:`PhaseTimer`."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self._events: dict[str, Event] = {}
+        self._order: list[str] = []
+
+    def mark(self, phase: str) -> None:
+        if phase == "start":
+            self._order = []
+        event = self._events.get(phase)
+        if event is None:  # created on first use, then reused every iteration
+            event = self._events[phase] = Event()
+        event.record(self.stream)
+        self._order.append(phase)
+
+    def elapsed_ms(self) -> dict[str, float]:
+        if not self._order:
+            return {}
+        self._events[self._order[-1]].synchronize()
+        return {b: elapsed_ms(self._events[a], self._events[b])
+                for a, b in zip(self._order, self._order[1:], strict=False)}
+
+    def close(self) -> None:
+        events, self._events, self._order = self._events, {}, []
+        for event in events.values():
+            event.close()
+
+
+# -- memory and copies ----------------------------------------------------------------
+class HostBuffer(_Owned):
+    """Page-locked host memory (fast, asynchronous copies); ``array()`` views it as numpy."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = int(nbytes)
+        self.ptr: int = int(check(runtime().cudaMallocHost(max(1, self.nbytes)),
+                                  f"cudaMallocHost({self.nbytes} bytes)"))
+
+    def array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A numpy view of the first bytes; valid only until ``close()``."""
+        if not self.ptr:
+            raise RuntimeError("host buffer is closed")
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dt.itemsize > self.nbytes:
+            raise ValueError(f"{shape} {dt} needs {count * dt.itemsize} bytes; buffer has "
+                             f"{self.nbytes}")
+        raw = (ctypes.c_uint8 * self.nbytes).from_address(self.ptr)
+        return np.ctypeslib.as_array(raw)[: count * dt.itemsize].view(dt).reshape(shape)
+
+    def close(self) -> None:
+        if self.ptr:
+            ptr, self.ptr = self.ptr, 0
+            check(runtime().cudaFreeHost(ptr), "cudaFreeHost")
+
+
+class DeviceBuffer(_Owned):
+    """Device memory; with ``stream`` it is stream-ordered (cudaMallocAsync/cudaFreeAsync)."""
+
+    def __init__(self, nbytes: int, stream: Stream | None = None) -> None:
+        rt = runtime()
+        self.nbytes, self.stream = int(nbytes), stream
+        size = max(1, self.nbytes)
+        result = rt.cudaMalloc(size) if stream is None else rt.cudaMallocAsync(size, stream.raw)
+        self.ptr: int = int(check(result, f"device allocation of {self.nbytes} bytes"))
+
+    def close(self) -> None:
+        if self.ptr:
+            ptr, self.ptr = self.ptr, 0
+            rt = runtime()
+            if self.stream is None or self.stream.raw is None:
+                check(rt.cudaFree(ptr), "cudaFree")
+            else:
+                check(rt.cudaFreeAsync(ptr, self.stream.raw), "cudaFreeAsync")
+
+
+def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: Stream) -> None:
+    """Enqueue a copy of ``nbytes`` on ``stream``; ``kind`` is 'h2d', 'd2h' or 'd2d'."""
+    rt = runtime()
+    check(rt.cudaMemcpyAsync(dst, src, nbytes, getattr(rt.cudaMemcpyKind, _COPY_KINDS[kind]),
+                             stream.raw), f"cudaMemcpyAsync ({kind}, {nbytes} bytes)")
+
+
+# -- graphs -----------------------------------------------------------------------------
+class Graph(_Owned):
+    """Work captured from a stream once, replayed with one ``launch``."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self._graph: Any = None
+        self._exec: Any = None
+
+    @contextlib.contextmanager
+    def capture(self, mode: str = "thread_local") -> Iterator[Graph]:
+        """Record what the block enqueues on the stream (nothing runs), then instantiate."""
+        rt = runtime()
+        self.close()
+        check(rt.cudaStreamBeginCapture(self.stream.raw,
+                                        getattr(rt.cudaStreamCaptureMode, _CAPTURE_MODES[mode])),
+              "cudaStreamBeginCapture")
+        try:
+            yield self
+        finally:  # always end the capture, or the stream stays unusable
+            self._graph = check(rt.cudaStreamEndCapture(self.stream.raw), "cudaStreamEndCapture")
+        # cudaGraphInstantiateWithFlags(graph, flags) has the same form in cuda-python 11.x,
+        # 12.x and 13.x; cudaGraphInstantiate's arguments changed with CUDA 12.
+        self._exec = check(rt.cudaGraphInstantiateWithFlags(self._graph, 0),
+                           "cudaGraphInstantiateWithFlags")
+
+    @property
+    def ready(self) -> bool:
+        return self._exec is not None
+
+    def launch(self) -> None:
+        if self._exec is None:
+            raise RuntimeError("graph not captured")
+        check(runtime().cudaGraphLaunch(self._exec, self.stream.raw), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        if self._exec is not None:
+            exe, self._exec = self._exec, None
+            check(runtime().cudaGraphExecDestroy(exe), "cudaGraphExecDestroy")
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            check(runtime().cudaGraphDestroy(graph), "cudaGraphDestroy")

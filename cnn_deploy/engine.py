@@ -1,0 +1,398 @@
+"""ONNX -> TensorRT plan for this GPU, its JSON sidecar, and the compatibility check on load.
+
+TensorRT 10.x keeps weak typing (``BuilderFlag.FP16`` on an fp32 graph); 11.x builds strongly
+typed networks only, so fp16 comes from the graph of ``cnndeploy export --fp16``. The code asks
+the module what it has (``hasattr``), never parses versions; tensorrt, torch and cuda-python are
+imported only inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cnn_deploy import __version__
+from cnn_deploy.errors import EngineError
+
+PRECISIONS = ("fp32", "fp16")
+MIN_PLAN_BYTES = 256  # anything shorter cannot be a serialised engine
+
+# Every TensorRT name this module touches: ``trt.<name>`` or a method/property of a Builder,
+# IBuilderConfig, INetworkDefinition, OnnxParser, IOptimizationProfile, ITensor, ITimingCache or
+# ParserError. Each was confirmed in the bindings' sources (NVIDIA/TensorRT python/src/infer/
+# pyCore.cpp, pyGraph.cpp, python/src/parsers/pyOnnx.cpp at tags v10.0.0, v10.9.0 and v11.1) and
+# the Python API docs (docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/
+# {Builder,BuilderConfig,Logger,OptimizationProfile,TimingCache}.html, parsers/Onnx/pyOnnx.html;
+# api/migration/tensorrt-10x-to-11x-python-api-reference.html for what 11.x removed).
+# tests/test_engine.py fails on a name used here but not listed, or listed but not used.
+BUILDER_API = (
+    "__version__", "ILogger", "ILogger.__init__",  # Logger.html: subclass, init base, log()
+    "ILogger.Severity.INTERNAL_ERROR", "ILogger.Severity.ERROR", "ILogger.Severity.WARNING",
+    "Builder", "OnnxParser",  # both absent from tensorrt_lean (runtime only)
+    "Builder.create_network", "Builder.create_builder_config",  # create_network(flags=0)
+    "Builder.create_optimization_profile", "Builder.build_serialized_network",  # None: failed
+    "NetworkDefinitionCreationFlag.STRONGLY_TYPED",  # 10.x opt-in; 11.x deprecated, ignored
+    "BuilderFlag.FP16",  # 10.x only: removed in 11.0 (migration guide; pyCore.cpp at v11.1)
+    "BuilderFlag.VERSION_COMPATIBLE", "MemoryPoolType.WORKSPACE",  # 10.x and 11.x
+    "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.builder_optimization_level",  # 0..5
+    "IBuilderConfig.set_flag", "IBuilderConfig.add_optimization_profile",  # -> index, -1: invalid
+    "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache",  # -> bool
+    "IBuilderConfig.get_timing_cache", "ITimingCache.serialize", "IOptimizationProfile.set_shape",
+    "INetworkDefinition.num_inputs", "INetworkDefinition.get_input", "ITensor.name", "ITensor.shape",
+    "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error", "ParserError.code",
+    "ParserError.desc", "ParserError.node", "ParserError.node_name", "ParserError.node_operator",
+)
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What built a plan; stored as ``<plan>.json``."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: tuple[int, int]
+    precision: str
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    source_onnx: str
+    source_sha256: str
+    input_name: str = "tiles"
+    plan_bytes: int | None = None
+    build_seconds: float | None = None
+    opt_level: int | None = None
+    workspace_mib: int | None = None
+    timing_cache: str | None = None
+    version_compatible: bool = False
+    strongly_typed: bool = False
+    built_at: str = ""
+    built_by: str = f"cnn_deploy {__version__}"
+    builder_warnings: tuple[str, ...] = ()
+    schema: int = 1  # version of this file format
+
+
+def write_sidecar(plan: Path, sidecar: Sidecar) -> Path:
+    path = plan.with_suffix(".json")
+    _write_atomic(path, (json.dumps(asdict(sidecar), indent=2) + "\n").encode())
+    return path
+
+
+def read_sidecar(plan: Path) -> Sidecar | None:
+    """The sidecar beside ``plan``; None when there is none; EngineError when it is corrupt."""
+    path = plan.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        values = {k: v for k, v in json.loads(path.read_text()).items()
+                  if k in {f.name for f in fields(Sidecar)}}
+        major, minor = (int(v) for v in values["compute_capability"])
+        return Sidecar(**{**values, "compute_capability": (major, minor),
+                          "builder_warnings": tuple(values.get("builder_warnings", ()))})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise EngineError(f"{path} is not a readable engine sidecar ({exc.__class__.__name__}: "
+                          f"{str(exc)[:200]}): delete it and rebuild with `cnndeploy build`") from None
+
+
+def gpu_slug(name: str, cc: tuple[int, int]) -> str:
+    """'NVIDIA H100 80GB HBM3', (9, 0) -> 'nvidia-h100-80gb-hbm3-sm90'."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:48] or 'gpu'}-sm{cc[0]}{cc[1]}"
+
+
+def engine_path(onnx: Path, precision: str, device_slug: str, root: Path = Path("engines")) -> Path:
+    """models/lenet_3c1f_fp16.onnx, 'fp16' -> engines/<slug>/lenet_3c1f_fp16.plan."""
+    _check_precision(precision)
+    return root / device_slug / f"{onnx.stem.removesuffix('_fp16').removesuffix('_fp32')}_{precision}.plan"
+
+
+def rebuild_command(sidecar: Sidecar) -> str:
+    """The exact `cnndeploy build` command that made this plan."""
+    args = ["cnndeploy", "build", sidecar.source_onnx, "--precision", sidecar.precision,
+            "--min-batch", str(sidecar.min_batch), "--opt-batch", str(sidecar.opt_batch),
+            "--max-batch", str(sidecar.max_batch)]
+    extra = {"--opt-level": sidecar.opt_level, "--workspace": sidecar.workspace_mib,
+             "--timing-cache": sidecar.timing_cache}
+    args += [s for flag, value in extra.items() if value is not None for s in (flag, str(value))]
+    return shlex.join(args + ["--version-compatible"] * sidecar.version_compatible)
+
+
+def check_compatible(plan: Path, trt_version: str, gpu_name: str,
+                     compute_capability: tuple[int, int]) -> list[str]:
+    """Notes for the user when the plan can be loaded here; EngineError when it cannot."""
+    if not plan.is_file():
+        raise EngineError(f"no engine at {plan}: build one with `cnndeploy build <model>.onnx`")
+    size, sidecar = plan.stat().st_size, read_sidecar(plan)
+    rebuild = f"`{rebuild_command(sidecar)}`" if sidecar else "`cnndeploy build <model>.onnx`"
+    if size < MIN_PLAN_BYTES or (sidecar and sidecar.plan_bytes not in (None, size)):
+        said = f", its sidecar says {sidecar.plan_bytes}" if sidecar and sidecar.plan_bytes else ""
+        raise EngineError(f"{plan} is truncated or damaged ({size} bytes{said}): rebuild it with {rebuild}")
+    if sidecar is None:
+        return [f"{plan} has no sidecar {plan.with_suffix('.json').name}: cannot check that it was built "
+                f"for {gpu_name} and TensorRT {trt_version}; if it fails to load, rebuild it with {rebuild}"]
+    cc, built_cc = (int(compute_capability[0]), int(compute_capability[1])), sidecar.compute_capability
+    problems = ["GPU"] * (sidecar.gpu_name != gpu_name) + ["compute capability"] * (built_cc != cc)
+    notes: list[str] = []
+    if not _versions_compatible(sidecar.tensorrt_version, trt_version, sidecar.version_compatible):
+        problems.append("TensorRT version")
+    elif not _versions_compatible(sidecar.tensorrt_version, trt_version, False):  # relaxed by the flag
+        notes.append(f"{plan} was built version-compatible with TensorRT {sidecar.tensorrt_version}; "
+                     f"loading it with {trt_version} needs the runtime to allow engine host code")
+    if problems:
+        raise EngineError(
+            f"{plan} was built for {sidecar.gpu_name} (sm_{built_cc[0]}{built_cc[1]}) with TensorRT "
+            f"{sidecar.tensorrt_version}; this is {gpu_name} (sm_{cc[0]}{cc[1]}) with TensorRT {trt_version} "
+            f"({', '.join(problems)} differ{'s' if len(problems) == 1 else ''}): rebuild it here with "
+            f"{rebuild}")
+    return notes
+
+
+def _versions_compatible(built: str, runtime: str, version_compatible: bool) -> bool:
+    """Same major.minor.patch, unless built version-compatible: then a later runtime of the same
+    major, or an 11.x runtime for a 10.x plan (TensorRT's engine-compatibility docs)."""
+    b, r = ((*(int(p) for p in re.findall(r"\d+", v)[:3]), 0, 0, 0)[:3] for v in (built, runtime))
+    return r == b or (version_compatible and r >= b and (r[0] == b[0] or (b[0], r[0]) == (10, 11)))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp32"
+    min_batch: int = 1
+    opt_batch: int = 256
+    max_batch: int = 4096
+    timing_cache: Path | None = None
+    opt_level: int | None = None  # TensorRT's builder_optimization_level 0..5 (default 3)
+    workspace_mib: int | None = None
+    version_compatible: bool = False
+
+    def __post_init__(self) -> None:
+        _check_precision(self.precision)
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise EngineError(f"invalid batch profile min {self.min_batch}, opt {self.opt_batch}, "
+                              f"max {self.max_batch}: the rule is 1 <= min <= opt <= max")
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            raise EngineError(f"--opt-level must be 0..5 (TensorRT's default is 3), got {self.opt_level}")
+        if self.workspace_mib is not None and self.workspace_mib < 1:
+            raise EngineError(f"--workspace (MiB) must be positive, got {self.workspace_mib}")
+
+
+class PrecisionPlan(NamedTuple):
+    strongly_typed: bool
+    fp16_flag: bool  # set BuilderFlag.FP16 (10.x weak typing)
+    network_flags: int
+
+
+def network_flags(trt: Any, strongly_typed: bool) -> int:
+    """STRONGLY_TYPED on 10.x when asked; 0 on 11.x (always strongly typed, the flag deprecated).
+    Never EXPLICIT_BATCH: 10.x ignores it and 11.x removed it."""
+    if strongly_typed and hasattr(trt.BuilderFlag, "FP16") and hasattr(
+            trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def precision_plan(trt: Any, precision: str, onnx_is_fp16: bool, onnx: Path | None = None) -> PrecisionPlan:
+    """How this TensorRT gets ``precision`` (fp32 or fp16) from this graph, or why it cannot."""
+    weak_typing, name = hasattr(trt.BuilderFlag, "FP16"), str(onnx or "this ONNX file")
+    if onnx_is_fp16 and precision == "fp32":
+        raise EngineError(f"{name} is an fp16 graph: build it with --precision fp16, or build the "
+                          "fp32 ONNX file for an fp32 engine")
+    if precision == "fp16" and not onnx_is_fp16 and not weak_typing:
+        fp16 = onnx.with_name(onnx.stem + "_fp16.onnx") if onnx else "<net>_fp16.onnx"
+        raise EngineError(f"{name} is an fp32 graph and this TensorRT builds strongly typed networks "
+                          f"only (no BuilderFlag.FP16): run `cnndeploy export --fp16 <checkpoint>` and "
+                          f"build {fp16}")
+    strongly_typed = onnx_is_fp16 or not weak_typing
+    return PrecisionPlan(strongly_typed, precision == "fp16" and not strongly_typed,
+                         network_flags(trt, strongly_typed))
+
+
+def has_fast_fp16(cc: tuple[int, int]) -> bool:
+    """Full-rate fp16 per CUDA's throughput table (sm_61: 1/64 rate, sm_50/52: none). TensorRT's
+    ``platform_has_fast_fp16`` is deprecated since 10.5 ("query ... from CUDA") and gone in 11."""
+    return tuple(cc) in ((5, 3), (6, 0), (6, 2)) or tuple(cc) >= (7, 0)
+
+
+def profile_shapes(name: str, dims: tuple[int, ...], options: BuildOptions) -> list[tuple[int, ...]]:
+    """[min, opt, max] shapes of an input whose first axis is the dynamic batch."""
+    if not dims or dims[0] != -1 or any(d < 0 for d in dims[1:]):
+        raise EngineError(f"input '{name}' has shape {dims}: a batch profile needs a dynamic first "
+                          "(batch) axis and fixed others; re-export the model with `cnndeploy export`")
+    return [(b, *dims[1:]) for b in (options.min_batch, options.opt_batch, options.max_batch)]
+
+
+def parser_errors(parser: Any) -> list[str]:
+    """One line per error recorded by TensorRT's ONNX parser."""
+    lines = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        where = f"node {error.node()}"
+        if hasattr(error, "node_name") and error.node_name():
+            where += f" '{error.node_name()}' ({error.node_operator()})"
+        lines.append(f"{where}: {error.desc()} [{getattr(error.code(), 'name', error.code())}]")
+    return lines
+
+
+def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> tuple[Path, Sidecar]:
+    """Build a plan for this GPU; write it atomically, then its sidecar and timing cache."""
+    say = progress or (lambda _message: None)
+    onnx_fp16 = onnx_precision(onnx) == "fp16"
+    trt, (gpu_name, cc) = _builder_and_gpu()
+    plan_of = precision_plan(trt, options.precision, onnx_fp16, onnx)
+    if options.precision == "fp16" and not has_fast_fp16(cc):
+        raise EngineError(f"{gpu_name} (sm_{cc[0]}{cc[1]}) has no fast fp16 arithmetic: use --precision fp32")
+    out = out or engine_path(onnx, options.precision, gpu_slug(gpu_name, cc))
+    logger = _capturing_logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(plan_of.network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx)):
+        lines = parser_errors(parser) or logger.errors or ["no error recorded"]
+        raise EngineError(f"TensorRT's ONNX parser rejected {onnx} ({len(lines)} errors):\n  "
+                          + "\n  ".join(lines))
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    for tensor in inputs:
+        profile.set_shape(tensor.name, *profile_shapes(tensor.name, tuple(tensor.shape), options))
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineError(f"TensorRT rejected the batch profile {options.min_batch}/{options.opt_batch}/"
+                          f"{options.max_batch}: {'; '.join(logger.errors[-3:])}")
+    if plan_of.fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if options.opt_level is not None:
+        config.builder_optimization_level = options.opt_level
+    if options.timing_cache is not None:
+        cached = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(cached)
+        if cache is None or not config.set_timing_cache(cache, False):
+            raise EngineError(f"timing cache {options.timing_cache} is corrupt or from another TensorRT "
+                              "or GPU: delete it or pass another --timing-cache")
+    say(f"building {out.name} with TensorRT {trt.__version__} on {gpu_name}")
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EngineError(f"TensorRT could not build {onnx}: "
+                          + ("; ".join(logger.errors[-5:]) or "it logged no error"))
+    _write_atomic(out, serialized)
+    if options.timing_cache is not None:
+        _write_atomic(options.timing_cache, config.get_timing_cache().serialize())
+    sidecar = Sidecar(
+        tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc,
+        precision=options.precision, min_batch=options.min_batch, opt_batch=options.opt_batch,
+        max_batch=options.max_batch, source_onnx=str(onnx), source_sha256=_sha256(onnx),
+        input_name=",".join(t.name for t in inputs), plan_bytes=out.stat().st_size,
+        build_seconds=seconds, opt_level=options.opt_level, workspace_mib=options.workspace_mib,
+        timing_cache=None if options.timing_cache is None else str(options.timing_cache),
+        version_compatible=options.version_compatible, strongly_typed=plan_of.strongly_typed,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"), builder_warnings=tuple(logger.warnings))
+    write_sidecar(out, sidecar)
+    return out, sidecar
+
+
+def onnx_precision(onnx: Path) -> str:
+    """'fp16' or 'fp32': the export metadata, else whether any weight is float16."""
+    from cnn_deploy.backends.ort import load_onnx
+
+    proto = load_onnx(onnx, load_weights=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("cnn_deploy.precision") in PRECISIONS:
+        return meta["cnn_deploy.precision"]
+    return "fp16" if any(t.data_type == 10 for t in proto.graph.initializer) else "fp32"  # FLOAT16
+
+
+def _builder_and_gpu() -> tuple[Any, tuple[str, tuple[int, int]]]:
+    """The tensorrt module and (GPU name, compute capability), or one line on what is missing."""
+    missing, trt = [], None
+    try:
+        trt = importlib.import_module("tensorrt")
+    except Exception as exc:  # ImportError, or PyPI's placeholder package raising on import
+        why = ("only the runtime-only tensorrt-lean is installed" if importlib.util.find_spec(
+            "tensorrt_lean") else f"`import tensorrt` fails with {exc.__class__.__name__}")
+        missing.append(f"no TensorRT builder ({why}: pip install tensorrt)")
+    if trt is not None and not hasattr(trt, "Builder"):
+        missing.append("no TensorRT builder (this tensorrt package is runtime-only)")
+    gpu, reasons = _gpu_identity()
+    if gpu is None:
+        missing.append(f"no NVIDIA GPU visible ({'; '.join(reasons)})")
+    if missing or gpu is None:
+        from cnn_deploy.backends import probe_all
+
+        usable = [f"{a.backend} ({a.target})" for a in probe_all() if a.usable]
+        raise EngineError(f"cannot build a TensorRT engine here: {' and '.join(missing)}; usable "
+                          f"here: {', '.join(usable) or 'none'}")
+    return trt, gpu
+
+
+def _gpu_identity() -> tuple[tuple[str, tuple[int, int]] | None, list[str]]:
+    """(name, compute capability) of GPU 0 from torch.cuda or else cuda-python, or why none."""
+    reasons = []
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return (str(torch.cuda.get_device_name(0)), (int(major), int(minor))), []
+        reasons.append(f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+                       else "torch sees no CUDA device")
+    try:
+        cudart = importlib.import_module("cuda.bindings.runtime")  # cuda-python 12.6+
+    except ImportError:
+        return None, [*reasons, "cuda-python is not installed"]
+    err, count = cudart.cudaGetDeviceCount()
+    if err == cudart.cudaError_t.cudaSuccess and count > 0:
+        err, prop = cudart.cudaGetDeviceProperties(0)
+        if err == cudart.cudaError_t.cudaSuccess:
+            name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+            return (name.rstrip("\x00"), (int(prop.major), int(prop.minor))), []
+    return None, [*reasons, f"cuda-python sees no device ({err})"]
+
+
+def _capturing_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps warnings and errors and never prints."""
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors, self.warnings = list[str](), list[str]()
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                self.warnings.append(msg)
+
+    return CapturingLogger()
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise EngineError(f"--precision must be fp32 or fp16, got '{precision}'")
+
+
+def _write_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
