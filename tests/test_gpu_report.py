@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cnn_deploy import device, pipeline
+from cnn_deploy import device, enginebench, pipeline
 from cnn_deploy.backends import probe_all
 from cnn_deploy.backends.base import Runner, Signature
 from cnn_deploy.backends.ort import provider_options
@@ -145,22 +145,22 @@ def test_bench_engine_refuses_a_model_file_as_well(tmp_path: Path) -> None:
 def test_engine_rows_without_cuda_torch_keep_only_the_engine() -> None:
     if any(a.usable for a in probe_all() if a.backend == "torch" and a.target == "cuda"):
         pytest.skip("torch sees a GPU here")
-    target = Target("lenet_1c1f", spec=pipeline.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
+    target = Target("lenet_1c1f", spec=enginebench.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
                     engine=Path("lenet_1c1f_fp16.plan"))
-    rows, notes = pipeline.build_engine_rows(target, {})
+    rows, notes = enginebench.build_engine_rows(target, {})
     assert [r.backend for r in rows] == ["tensorrt"]
     assert any(n.startswith("no torch rows") for n in notes)
     with pytest.raises(BenchError, match="unknown backend"):
-        pipeline.build_engine_rows(target, {"tensorflow": {}})
+        enginebench.build_engine_rows(target, {"tensorflow": {}})
 
 
 def test_network_and_profile_come_from_engine_names_and_sidecars() -> None:
-    spec = pipeline.spec_from_engine_name(Path("engines/x/lenet_3c1f_fp16.plan"))
+    spec = enginebench.spec_from_engine_name(Path("engines/x/lenet_3c1f_fp16.plan"))
     assert spec is not None and spec.name == "lenet_3c1f"
-    assert pipeline.spec_from_engine_name(Path("resnet50.plan")) is None
+    assert enginebench.spec_from_engine_name(Path("resnet50.plan")) is None
     sidecar = SimpleNamespace(min_batch=4, opt_batch=256, max_batch=1024, precision="fp16")
-    assert pipeline.engine_profile(sidecar) == (4, 1024)
-    assert pipeline.engine_profile(None) is None
+    assert enginebench.engine_profile(sidecar) == (4, 1024)
+    assert enginebench.engine_profile(None) is None
 
 
 # -- the device record ------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_engine_accuracy_compares_top1_with_the_reference(mnist: Any) -> None:
         return np.zeros(len(x), dtype=int)
 
     engine = ScriptedRunner(zeros, fixed_batch=300)
-    result = pipeline.engine_accuracy(lambda: engine, mnist, lambda: ScriptedRunner(perfect),
+    result = enginebench.engine_accuracy(lambda: engine, mnist, lambda: ScriptedRunner(perfect),
                                       tiles=1000, batch=256)
     share_of_zeros = float(np.mean(mnist.test_labels[:1000] == 0))
     assert result.tiles == 1000

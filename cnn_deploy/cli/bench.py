@@ -43,7 +43,7 @@ def bench(
                                              "./data/mnist, ../shared/data/mnist).")] = None,
 ) -> None:
     """Benchmark a model: tiles/ms and latency per backend and batch, beside the baseline."""
-    from cnn_deploy import pipeline
+    from cnn_deploy import enginebench, pipeline
     from cnn_deploy.backends import parse_backends
     from cnn_deploy.results import write_csv
 
@@ -62,7 +62,7 @@ def bench(
         outcome = pipeline.benchmark(
             target, backends, batches, options=options, timing=timing, processes=processes,
             results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
-    accuracy, accuracy_note = (pipeline.check_engine_accuracy(
+    accuracy, accuracy_note = (enginebench.check_engine_accuracy(
         target, data, max(batches), options.get("tensorrt")) if engine is not None else (None, None))
     rows = render.summary_rows(outcome.summaries)
     if as_json:
