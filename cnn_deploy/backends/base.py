@@ -33,6 +33,17 @@ class Signature:
         return (batch, *(int(d) for d in self.shape[1:] if d is not None))
 
 
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer's (or fused layer's) time in one profiled run, as the profiler names it."""
+
+    layer: str  # the profiler's name: ONNX node, aten op, TensorRT layer
+    op: str  # its op type: Conv, FusedConv, aten::convolution, a TensorRT layer type...
+    time_ms: float
+    run: int  # which profiled run (0-based)
+    constituents: tuple[str, ...] = ()  # original layers fused into it, where the profiler says
+
+
 class PhaseTimer(ABC):
     """Device-side timestamps (CUDA events) recorded on a runner's stream.
 
@@ -87,6 +98,13 @@ class Runner(ABC):
 
     @abstractmethod
     def to_numpy(self, output: Any) -> np.ndarray: ...
+
+    # -- per-layer profiling (a separate pass from timing) -------------------
+    def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:
+        """Run ``x`` ``runs`` times under the backend's own profiler; per-layer times."""
+        from cnn_deploy.errors import BackendError
+
+        raise BackendError(f"{self.label} cannot report per-layer times")
 
     # -- device timing (GPU runners override) --------------------------------
     def phase_timer(self) -> PhaseTimer | None:
