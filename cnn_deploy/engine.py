@@ -52,6 +52,9 @@ BUILDER_API = (
     "INetworkDefinition.num_inputs", "INetworkDefinition.get_input", "ITensor.name", "ITensor.shape",
     "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error", "ParserError.code",
     "ParserError.desc", "ParserError.node", "ParserError.node_name", "ParserError.node_operator",
+    # BuilderConfig.html: profiling_verbosity; ProfilingVerbosity.html (Core/EngineInspector.html:
+    # DETAILED makes the inspector report each layer's type and the ONNX nodes fused into it)
+    "ProfilingVerbosity", "ProfilingVerbosity.DETAILED", "IBuilderConfig.profiling_verbosity",
 )
 
 
@@ -276,6 +279,8 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.opt_level is not None:
         config.builder_optimization_level = options.opt_level
+    if hasattr(trt, "ProfilingVerbosity"):  # in every supported release; absent from test doubles
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer info for `profile`
     if options.timing_cache is not None:
         cached = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
         cache = config.create_timing_cache(cached)

@@ -86,7 +86,7 @@ def read_results(path: Path) -> Any:
 
 
 # -- --help ----------------------------------------------------------------------
-COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["backends"], ["data"],
+COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["profile"], ["backends"], ["data"],
             ["data", "download"], ["data", "info"]]
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from cnn_deploy.backends import tensorrt as trt_backend
 from cnn_deploy.backends.tensorrt import (
+    FULL_ONLY_API,
     RUNTIME_API,
     RUNTIME_API_ALTERNATIVES,
     TrtRunner,
@@ -39,7 +40,7 @@ CONTRACT_DIR = REPO / ".trt"
 # Names in the source that stand for TensorRT objects, and the class whose attributes they use.
 ROOTS = {"trt": "", "self._trt": "", "engine": "ICudaEngine", "self._engine": "ICudaEngine",
          "context": "IExecutionContext", "self._context": "IExecutionContext",
-         "runtime": "Runtime", "self._runtime": "Runtime"}
+         "runtime": "Runtime", "self._runtime": "Runtime", "inspector": "EngineInspector"}
 
 # Resolves dotted names on a module (``Class.attr`` on the class) and prints what is missing.
 CHECKER = """
@@ -94,7 +95,7 @@ def used_trt_names(source: str) -> set[str]:
 
 
 def listed_names() -> set[str]:
-    return {*RUNTIME_API, *(n for group in RUNTIME_API_ALTERNATIVES for n in group)}
+    return {*RUNTIME_API, *FULL_ONLY_API, *(n for group in RUNTIME_API_ALTERNATIVES for n in group)}
 
 
 # -- the source uses only listed names ----------------------------------------------
@@ -140,6 +141,14 @@ def test_every_runtime_name_exists_in_tensorrt_lean(major: str) -> None:
 def test_the_contract_check_reports_a_missing_name() -> None:
     result = contract(CONTRACT_DIR / "11", (*RUNTIME_API, "IExecutionContext.execute_async_v9"))
     assert result["missing"] == ["IExecutionContext.execute_async_v9"]
+
+
+@pytest.mark.parametrize("major", ["10", "11"])
+def test_the_engine_inspector_is_bound_only_by_the_full_package(major: str) -> None:
+    """Why profile_layers asks hasattr(trt, "EngineInspector"): the lean runtime has the factory
+    ICudaEngine.create_engine_inspector but not the class it returns."""
+    names = ("ICudaEngine.create_engine_inspector", *FULL_ONLY_API)
+    assert contract(CONTRACT_DIR / major, names)["missing"] == list(FULL_ONLY_API)
 
 
 def test_tensorrt_11_dropped_the_name_10_had() -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import Runner, Signature
+from cnn_deploy.backends.base import LayerTime, Runner, Signature
 from cnn_deploy.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
@@ -192,6 +192,90 @@ class OrtRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output)
+
+    # -- per-layer profiling -----------------------------------------------------
+    def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:
+        """A second session with ``enable_profiling``; ``runs`` + 1 runs, the first (warm-up)
+        dropped. Each node's ``*_kernel_time`` event gives its time; fused nodes (FusedConv,
+        FusedGemm) name their constituents from the optimised graph ORT writes out."""
+        import json
+        import tempfile
+
+        if not self._active:
+            raise RuntimeError("use the runner inside a `with` block")
+        self.check_input(x)
+        ort = import_ort()
+        with tempfile.TemporaryDirectory(prefix="cnndeploy-ortprof-") as tmp:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                  OPT_LEVELS[self.options["opt_level"]])
+            so.intra_op_num_threads = int(self.options["threads"])
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.log_severity_level = 3
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            optimised = Path(tmp) / "optimised.onnx"
+            if self.options["provider"] == "cpu":  # compiled GPU nodes cannot be saved
+                so.optimized_model_filepath = str(optimised)
+            # The timing session's intra-op threads spin after each run and would compete with
+            # the profiled session's for a 2-core CPU: park it while profiling.
+            parked, self._session = self._session, None
+            try:
+                session = ort.InferenceSession(load_onnx(self.path).SerializeToString(), so,
+                                               providers=provider_options(self.options))
+                feed = self.stage(x)
+                for _ in range(runs + 1):
+                    session.run(None, feed)
+                events = json.loads(Path(session.end_profiling()).read_text())
+                del session
+            finally:
+                self._session = parked
+            fused = fused_constituents(load_onnx(optimised, load_weights=False)
+                                       if optimised.is_file() else None)
+        return ort_layer_times(events, fused, skip=1)
+
+
+def fused_constituents(proto: onnx.ModelProto | None) -> dict[str, tuple[str, ...]]:
+    """Node name -> the ops fused into it, read from ORT's optimised graph: FusedConv and
+    FusedGemm carry their activation in an ``activation`` attribute (Conv + Relu)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for node in proto.graph.node if proto is not None else ():
+        if not node.op_type.startswith("Fused"):
+            continue
+        base = node.op_type.removeprefix("Fused")
+        act = next((a.s.decode() for a in node.attribute if a.name == "activation"), "")
+        out[node.name] = (base, act) if act else (base,)
+    return out
+
+
+def ort_layer_times(events: list[dict[str, Any]], fused: dict[str, tuple[str, ...]],
+                    skip: int = 1) -> list[LayerTime]:
+    """ORT profile events -> one LayerTime per node per run, the first ``skip`` runs dropped.
+
+    A run is a ``model_run`` Session event; a node's time is its ``<node>_kernel_time``
+    event (``cat == "Node"``, ``dur`` in µs, ``args.op_name``), assigned to the run whose
+    interval holds its start.
+    """
+    import bisect
+
+    starts = sorted(e["ts"] for e in events
+                    if e.get("cat") == "Session" and e.get("name") == "model_run")
+    out: list[LayerTime] = []
+    suffix = "_kernel_time"
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith(suffix):
+            continue
+        run = bisect.bisect_right(starts, e["ts"]) - 1 - skip
+        if run < 0:
+            continue
+        name = e["name"][: -len(suffix)]
+        op = str(e.get("args", {}).get("op_name", "?"))
+        constituents = fused.get(name, ())
+        if not constituents and op.startswith("Fused"):
+            constituents = (op.removeprefix("Fused"), "activation")
+        out.append(LayerTime(name, op, float(e["dur"]) / 1000.0, run, constituents))
+    return out
 
 
 def default_threads() -> int:

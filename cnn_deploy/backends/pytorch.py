@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnn_deploy.arch import IN_CHANNELS, TILE, NetSpec
-from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
+from cnn_deploy.backends.base import LayerTime, PhaseTimer, Runner, Signature
 from cnn_deploy.errors import BackendError, BenchError
 
 MEMORY_FORMATS = ("channels_last", "contiguous")
@@ -231,9 +231,55 @@ class TorchRunner(Runner):
 
             torch.cuda.synchronize()
 
+    # -- per-layer profiling -----------------------------------------------------
+    def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:
+        """``torch.profiler`` (CPU activity) over ``runs`` runs after one unprofiled warm-up,
+        each run inside ``record_function("cnndeploy_run<i>")``. Eager mode is unfused: one
+        aten op per module call (conv2d, relu, max_pool2d, flatten, linear)."""
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        if not self._active:
+            raise RuntimeError("use the runner inside a `with` block")
+        if self.cuda:
+            raise BackendError("per-layer profiling of torch on CUDA is not implemented: "
+                               "profile on the CPU, or the TensorRT engine with --engine")
+        self.check_input(x)
+        staged = self.stage(x)
+        self.run(staged)  # warm-up (and compilation): outside the profiler
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for i in range(runs):
+                with record_function(f"{RUN_MARK}{i}"):
+                    self.run(staged)
+        return torch_layer_times(prof.events())
+
     def to_numpy(self, output: Any) -> np.ndarray:
         # A pinned host buffer is reused by the next batch: hand out a copy.
         return np.array(output.detach().float().cpu().numpy(), copy=True)
+
+
+RUN_MARK = "cnndeploy_run"
+
+
+def torch_layer_times(events: Any) -> list[LayerTime]:
+    """Profiler events -> one LayerTime per top-level aten op per run.
+
+    Only the direct children of each ``cnndeploy_run<i>`` range count, with their total
+    (not self) CPU time: each is one module call (aten::conv2d, aten::linear, ...), and its
+    total already holds the ops it dispatches to (convolution -> mkldnn_convolution, addmm,
+    the clone inside flatten), so nothing is counted twice and no time is split off into
+    dispatcher-level names. The layer is named ``<op>#<k>``, its k-th call in the run.
+    """
+    out: list[LayerTime] = []
+    for event in events:
+        if event.cpu_parent is not None or not event.name.startswith(RUN_MARK):
+            continue
+        run = int(event.name.removeprefix(RUN_MARK))
+        seen: dict[str, int] = {}
+        for child in sorted(event.cpu_children, key=lambda e: e.time_range.start):
+            k = seen[child.name] = seen.get(child.name, -1) + 1
+            out.append(LayerTime(f"{child.name}#{k}", child.name,
+                                 float(child.cpu_time_total) / 1000.0, run))
+    return sorted(out, key=lambda t: t.run)
 
 
 @dataclass

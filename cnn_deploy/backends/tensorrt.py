@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
+from cnn_deploy.backends.base import LayerTime, PhaseTimer, Runner, Signature
 from cnn_deploy.errors import BackendError, BenchError, EngineError
 
 # Attributes of the tensorrt module, and of its runtime classes, that this module uses.
@@ -30,7 +30,17 @@ RUNTIME_API = (
     "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
     "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
     "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
+    # per-layer profiling (profile_layers): Core/Profiler.html, ExecutionContext.html, Engine.html
+    "IProfiler", "IProfiler.__init__", "IExecutionContext.profiler",
+    "IExecutionContext.enqueue_emits_profile", "IExecutionContext.report_to_profiler",
+    "ICudaEngine.create_engine_inspector", "LayerInformationFormat.JSON",
 )
+# Bound only by the full ``tensorrt`` package: pyCore.cpp declares EngineInspector inside
+# ``#if EXPORT_ALL_BINDINGS``, which the lean build leaves out (its create_engine_inspector returns
+# an object Python cannot convert). Documented in Core/EngineInspector.html for 10.x and 11.x; the
+# code asks ``hasattr(trt, "EngineInspector")`` first and names layers from their names without it.
+FULL_ONLY_API = ("EngineInspector", "EngineInspector.execution_context",
+                 "EngineInspector.get_engine_information")
 # Looked up with hasattr: at least one of each group exists in every supported release
 # (TensorRT 11 removed ``device_memory_size``; ``_v2`` appeared in 10.1).
 RUNTIME_API_ALTERNATIVES = (("ICudaEngine.device_memory_size_v2", "ICudaEngine.device_memory_size"),)
@@ -345,3 +355,76 @@ class TrtRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.array(output, copy=True)  # the pinned buffer is overwritten by the next run
+
+    # -- per-layer profiling ---------------------------------------------------------------
+    def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:
+        """``runs`` enqueues of ``x`` under an IProfiler, after one that is not kept.
+
+        With ``enqueue_emits_profile`` off the enqueue stays asynchronous and records CUDA events
+        per layer; ``report_to_profiler()`` after the stream is synchronised turns the previous
+        enqueue's events into one ``report_layer_time`` call per layer (NvInferRuntime.h,
+        IExecutionContext::setEnqueueEmitsProfile / reportToProfiler). The CUDA graph, if any, is
+        not used: the profiler times the plain enqueue. LayerTime.op is the inspector's
+        ``LayerType`` and ``constituents`` the ONNX nodes fused into the layer, where the engine
+        was built with detailed profiling verbosity; else both come from the layer name.
+        """
+        from cnn_deploy.profile_trt import constituent_names
+
+        if runs < 1:
+            raise BenchError(f"per-layer profiling needs at least 1 run, got {runs}")
+        if not self._active:
+            raise RuntimeError("use the runner inside a `with` block")
+        self.stage(x)
+        self._copy(self._inputs, "h2d")
+        info = self._layer_information()
+        profiler = _layer_profiler(self._trt)
+        context = self._context
+        context.profiler = profiler
+        context.enqueue_emits_profile = False
+        samples: list[LayerTime] = []
+        try:
+            for run in range(-1, runs):  # run -1 warms up and is dropped
+                profiler.records.clear()
+                self._execute()
+                self._stream.synchronize()
+                if not context.report_to_profiler():
+                    raise BackendError(f"TensorRT reported no layer times for {self.plan} "
+                                       "(see the TensorRT log)")
+                if run < 0:
+                    continue
+                for name, ms in profiler.records:
+                    layer = info.get(name, {})
+                    samples.append(LayerTime(name, str(layer.get("LayerType", "")), ms, run,
+                                             constituent_names(name, layer)))
+        finally:
+            context.enqueue_emits_profile = True
+            context.profiler = None
+        return samples
+
+    def _layer_information(self) -> dict[str, dict[str, Any]]:
+        """The engine inspector's layers by name; empty where the package has no inspector."""
+        from cnn_deploy.profile_trt import parse_layer_information
+
+        trt = self._trt
+        if not hasattr(trt, "EngineInspector"):  # tensorrt_lean: see FULL_ONLY_API
+            self.notes.append(f"{trt.__name__} has no engine inspector: layer categories come "
+                              "from layer names alone")
+            return {}
+        inspector = self._engine.create_engine_inspector()
+        inspector.execution_context = self._context  # resolves the staged shapes
+        text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return {layer["Name"]: layer for layer in parse_layer_information(text)}
+
+
+def _layer_profiler(trt: Any) -> Any:
+    """An IProfiler that keeps (layer name, ms) in the order TensorRT reports them."""
+
+    class LayerProfiler(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.records: list[tuple[str, float]] = []
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.records.append((layer_name, float(ms)))
+
+    return LayerProfiler()

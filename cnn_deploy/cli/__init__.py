@@ -35,9 +35,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cnn_deploy.cli import backends, bench, build, data, export, quickstart, train
+    from cnn_deploy.cli import backends, bench, build, data, export, profile, quickstart, train
 
-    for module in (quickstart, train, export, build, bench, backends):
+    for module in (quickstart, train, export, build, bench, profile, backends):
         module.register(app)
     app.add_typer(data.app, name="data")
 

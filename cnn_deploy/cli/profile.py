@@ -1,0 +1,157 @@
+"""`cnndeploy profile`: per-layer times from the backend's own profiler, by operation category."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cnn_deploy.cli import render
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from cnn_deploy.profile import Profile
+
+
+def profile(
+    model: Annotated[Path | None, typer.Argument(help="An .onnx file or a .pt checkpoint.")] = None,
+    spec: Annotated[str | None, typer.Option(help="Profile networks by name, untrained: "
+                    "lenet_3c1f, a family lenet_{1..5}c1f or a list lenet_1c1f,lenet_2c1f.")]
+        = None,
+    engine: Annotated[Path | None, typer.Option(help="A TensorRT plan: profiled per layer "
+                      "with TensorRT's IProfiler; needs an NVIDIA GPU.")] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="onnxruntime, torch "
+                                         "(or tensorrt with --engine).")] = "onnxruntime",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 256,
+    runs: Annotated[int, typer.Option(help="Profiled runs (after one warm-up run); each "
+                                      "layer's median over them is shown.")] = 10,
+    unfused: Annotated[bool, typer.Option("--unfused", help="onnxruntime at opt level basic: "
+                       "Conv, Relu, MaxPool, Gemm as separate nodes (torch eager is "
+                       "unfused anyway).")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Backend option "
+                      "BACKEND.KEY=VALUE, e.g. onnxruntime.threads=1.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Family bar chart (default "
+                   "results/profile_<family>.png).")] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file the profiles are appended to.")]
+        = Path("results/bench.jsonl"),
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to results.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
+    data: Annotated[str | None, typer.Option(help="MNIST folder for real input digits.")] = None,
+) -> None:
+    """Per-layer profile: time per layer and per operation category, FLOPs and GFLOP/s."""
+    from cnn_deploy import pipeline
+    from cnn_deploy import profile as prof
+    from cnn_deploy.cli import options as opt
+    from cnn_deploy.results import write_csv
+
+    name = prof.check_backend(backend, engine)
+    options = opt.parse_options(option).get(name, {})
+    names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]
+    profiles: list[Profile] = []
+    with render.err.status("profiling...") as status:
+        for net in names:
+            status.update(f"profiling {net or model or engine} on {name}, batch {batch}")
+            with pipeline.resolve_target(model, net, engine) as (target, notes):
+                p = prof.profile_target(target, name, batch, runs=runs, unfused=unfused,
+                                        options=options, data=data)
+            p.notes = [*notes, *p.notes]
+            profiles.append(p)
+    family = len(profiles) > 1
+    rows: list[dict[str, Any]] = (prof.family_table(profiles) if family else
+                                  [{k: v for k, v in r.items() if k != "time_ms_runs"}
+                                   for r in profiles[0].table])
+    if as_json:
+        render.print_json({"rows": rows, "profiles": [prof.profile_payload(p) for p in profiles]})
+    elif as_csv:
+        typer.echo(write_csv(rows, None), nl=False)
+    else:
+        for p in profiles if not family else []:
+            render.out.print(layer_table(p))
+            render.out.print(category_table(p))
+        if family:
+            render.out.print(family_table(profiles))
+    if family:
+        chart = png or Path("results") / f"profile_{prof.family_name([n for n in names if n])}.png"
+        prof.plot_stacked(rows, chart, title=f"{profiles[0].label}, batch {profiles[0].batch}")
+        render.note(f"chart written to {chart}")
+    for p in profiles:
+        render.note(f"{p.target.name}: summed layer time {p.layer_sum_ms:.3f} ms / unprofiled "
+                    f"run {p.unprofiled_ms:.3f} ms = {p.overhead_ratio:.2f}x (profiler overhead "
+                    "and time outside the layers)")
+    for line in dict.fromkeys(n for p in profiles for n in p.notes):
+        render.note(line)
+    if not no_save:
+        prof.save_profiles(profiles, results)
+        render.note(f"{len(profiles)} profile record(s) appended to {results}")
+
+
+def layer_table(p: Profile) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    graph = "fused (deployed graph)" if p.fused else "unfused"
+    table = Table(title=escape(f"{p.target.name}: {p.label}, batch {p.batch}, {graph}, median "
+                               f"of {p.runs} profiled runs"), title_justify="left")
+    for column in ("layer", "op", "category", "arch layers"):
+        table.add_column(column, no_wrap=True)
+    for column in ("ms", "share", "MFLOP", "MB", "GFLOP/s"):
+        table.add_column(column, justify="right")
+    for r in p.table:
+        category = f"fused ({r['constituents']})" if r["category"] == "fused" else r["category"]
+        table.add_row(escape(r["layer"]), escape(r["op"]), category, r["arch_layers"] or "-",
+                      f"{r['time_ms']:.3f}", f"{r['share']:.1%}", _num(r["flops"], 1e6),
+                      _num(r["bytes"], 1e6), _num(r["gflops_per_s"], 1.0))
+    return table
+
+
+def category_table(p: Profile) -> Table:
+    from rich.table import Table
+
+    from cnn_deploy.profile import category_totals
+
+    table = Table(title=f"{p.target.name}: per category", title_justify="left")
+    table.add_column("category", no_wrap=True)
+    for column in ("layers", "ms", "share", "µs/tile", "GFLOP/s"):
+        table.add_column(column, justify="right")
+    for t in category_totals(p.table):
+        table.add_row(t["category"], str(t["layers"]), f"{t['time_ms']:.3f}", f"{t['share']:.1%}",
+                      f"{t['time_ms'] * 1000 / p.batch:.3f}", _num(t["gflops_per_s"], 1.0))
+    table.add_section()
+    table.add_row("sum of layers", "", f"{p.layer_sum_ms:.3f}", "", f"{p.us_per_tile:.3f}", "")
+    table.add_row("unprofiled run", "", f"{p.unprofiled_ms:.3f}", "",
+                  f"{p.unprofiled_ms * 1000 / p.batch:.3f}", "")
+    return table
+
+
+def family_table(profiles: list[Profile]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cnn_deploy.profile import category_totals
+
+    keys = list(dict.fromkeys(t["category"] for p in profiles for t in category_totals(p.table)))
+    first = profiles[0]
+    table = Table(title=escape(f"µs per tile by category: {first.label}, batch {first.batch}"),
+                  title_justify="left")
+    table.add_column("net", no_wrap=True)
+    for key in keys:
+        table.add_column(key, justify="right")
+    for column in ("sum", "unprofiled", "ratio"):
+        table.add_column(column, justify="right")
+    for p in profiles:
+        per = {t["category"]: t["time_ms"] * 1000 / p.batch for t in category_totals(p.table)}
+        table.add_row(p.target.name, *(f"{per[k]:.3f}" if k in per else "-" for k in keys),
+                      f"{p.us_per_tile:.3f}", f"{p.unprofiled_ms * 1000 / p.batch:.3f}",
+                      f"{p.overhead_ratio:.2f}x")
+    return table
+
+
+def _num(value: float | None, scale: float) -> str:
+    return "-" if value is None else f"{value / scale:.1f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(profile)

@@ -1,0 +1,164 @@
+"""Per-layer profiles on real exported networks, real ORT profile files and real torch.profiler
+events: categories, fusion, the arch.py mapping, the overhead ratio and the records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cnn_deploy import pipeline
+from cnn_deploy import profile as prof
+from cnn_deploy.backends.base import LayerTime
+from cnn_deploy.backends.ort import ort_layer_times
+from cnn_deploy.bench import Target, TimingConfig
+from cnn_deploy.errors import BenchError, SpecError
+from cnn_deploy.results import read
+
+TIMING = TimingConfig(warmup_ms=5.0, warmup_iterations=1, min_duration_ms=10.0, min_iterations=3)
+
+
+@pytest.fixture(scope="module")
+def lenet_3c1f() -> Iterator[Target]:
+    with pipeline.resolve_target(None, "lenet_3c1f") as (target, _):
+        yield target
+
+
+def run(target: Target, backend: str, unfused: bool = False, batch: int = 8) -> prof.Profile:
+    return prof.profile_target(target, backend, batch, runs=3, unfused=unfused, timing=TIMING)
+
+
+def by_op(p: prof.Profile) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in p.table:
+        out.setdefault(row["op"], []).append(row)
+    return out
+
+
+def test_ort_default_is_the_fused_deployed_graph(lenet_3c1f: Target) -> None:
+    p = run(lenet_3c1f, "onnxruntime")
+    assert p.fused and p.options["opt_level"] == "extended"
+    assert prof.categorised_share(p.table) >= 0.95
+    ops = by_op(p)
+    # ORT 1.x at EXTENDED: Conv+Relu -> FusedConv (named after the Conv), Gemm+Relu ->
+    # FusedGemm ("fused node_linear"); MaxPool, Reshape and the classifier Gemm stay.
+    assert "Relu" not in ops and "Conv" not in ops
+    convs = ops["FusedConv"]
+    assert len(convs) == 3
+    assert all(r["category"] == "fused" and r["constituents"] == "conv+elementwise"
+               and r["fused_ops"] == "Conv+Relu" for r in convs)
+    assert [r["arch_layers"] for r in convs] == [f"conv{i}+relu_conv{i}" for i in (1, 2, 3)]
+    assert ops["FusedGemm"][0]["arch_layers"] == "fc1+relu_fc1"
+    assert ops["Gemm"][0]["arch_layers"] == "classifier"
+    assert ops["Reshape"][0]["category"] == "memory" and ops["Reshape"][0]["flops"] is None
+    assert all(r["gflops_per_s"] > 0 for r in convs)
+    assert convs[0]["flops"] == sum(c.flops for c in lenet_3c1f.spec.layer_costs()[:2]) * 8
+    assert p.overhead_ratio > 0 and p.unprofiled_ms > 0
+    assert all(len(r["time_ms_runs"]) == 3 for r in p.table)
+    assert sum(r["share"] for r in p.table) == pytest.approx(1.0)
+
+
+def test_ort_unfused_keeps_every_op_separate(lenet_3c1f: Target) -> None:
+    p = run(lenet_3c1f, "onnxruntime", unfused=True)
+    assert not p.fused and p.options["opt_level"] == "basic"
+    ops = by_op(p)
+    assert {len(ops[o]) for o in ("Conv",)} == {3} and len(ops["Relu"]) == 4
+    assert len(ops["MaxPool"]) == 1 and len(ops["Gemm"]) == 2
+    assert not any(r["category"] == "fused" for r in p.table)
+    assert [r["arch_layers"] for r in p.table if r["arch_layers"]] == [
+        c.layer for c in lenet_3c1f.spec.layer_costs()]
+    assert prof.categorised_share(p.table) >= 0.95
+
+
+def test_torch_eager_top_level_aten_ops(lenet_3c1f: Target) -> None:
+    p = run(lenet_3c1f, "torch", unfused=True)
+    assert not p.fused and any("unfused already" in n for n in p.notes)
+    cats = {r["category"] for r in p.table}
+    assert {"conv", "elementwise", "pool", "gemm", "memory"} <= cats
+    assert [r["layer"] for r in p.table][:2] == ["aten::conv2d#0", "aten::relu#0"]
+    assert [r["arch_layers"] for r in p.table if r["arch_layers"]] == [
+        c.layer for c in lenet_3c1f.spec.layer_costs()]
+    assert prof.categorised_share(p.table) >= 0.95
+    assert p.overhead_ratio > 0
+
+
+@pytest.mark.parametrize(("name", "dominant"), [("lenet_5c1f", "conv"), ("lenet_1c5f", "gemm")])
+def test_the_expected_category_dominates(name: str, dominant: str) -> None:
+    # Measured on the 2-core EPYC at batch 16, unfused ORT, three repeats: lenet_5c1f conv
+    # 95.8-96.0 % of layer time; lenet_1c5f gemm 69.6-70.2 % (conv 15-16 %, pool 7.5 %).
+    with pipeline.resolve_target(None, name) as (target, _):
+        p = prof.profile_target(target, "onnxruntime", 16, runs=3, unfused=True, timing=TIMING)
+    totals = prof.category_totals(p.table)
+    assert totals[0]["category"] == dominant, totals
+    assert totals[0]["share"] > 0.5
+
+
+def test_records_round_trip(lenet_3c1f: Target, tmp_path: Path) -> None:
+    p = run(lenet_3c1f, "onnxruntime")
+    path = tmp_path / "r.jsonl"
+    run_id = prof.save_profiles([p], path)
+    (record,) = read(path).records
+    assert record["kind"] == "profile" and record["run_id"] == run_id
+    assert record["device"]["kind"] == "cpu" and "onnxruntime" in record["versions"]
+    assert record["batch"] == 8 and record["graph"] == "fused"
+    assert record["backend"]["options"]["opt_level"] == "extended"
+    assert record["overhead_ratio"] == pytest.approx(p.overhead_ratio)
+    assert record["unprofiled_ms"] > 0 and len(record["unprofiled_samples_ms"]) >= 3
+    assert [r["layer"] for r in record["layers"]] == [r["layer"] for r in p.table]
+    assert record["layers"][0]["time_ms_runs"] == p.table[0]["time_ms_runs"]
+
+
+def test_ort_events_are_split_into_runs_and_the_warm_up_dropped() -> None:
+    def node(name: str, ts: int, dur: int, op: str) -> dict:
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
+                "args": {"op_name": op}}
+
+    events = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 50},
+              node("c", 1, 40, "FusedConv"),
+              {"cat": "Session", "name": "model_run", "ts": 100, "dur": 50},
+              node("c", 101, 20, "FusedConv"), node("g", 130, 4, "Gemm"),
+              {"cat": "Node", "name": "c_fence_before", "ts": 100, "dur": 0}]
+    got = ort_layer_times(events, {"c": ("Conv", "Relu")}, skip=1)
+    assert got == [LayerTime("c", "FusedConv", 0.02, 0, ("Conv", "Relu")),
+                   LayerTime("g", "Gemm", 0.004, 0)]
+    assert prof.categorise(got[0]) == ("fused", ("conv", "elementwise"))
+
+
+def test_op_categories() -> None:
+    assert prof.op_category("aten::mkldnn_convolution") == "conv"
+    assert prof.op_category("aten::addmm") == "gemm"
+    assert prof.op_category("aten::max_pool2d_with_indices") == "pool"
+    assert prof.op_category("Relu") == "elementwise"
+    assert prof.op_category("aten::copy_") == "memory"
+    assert prof.op_category("SomethingNew") == "other"
+
+
+def test_expand_specs() -> None:
+    assert prof.expand_specs("lenet_{1..3}c1f") == ["lenet_1c1f", "lenet_2c1f", "lenet_3c1f"]
+    assert prof.expand_specs("lenet_1c1f, lenet_1c2f") == ["lenet_1c1f", "lenet_1c2f"]
+    assert prof.family_name(["lenet_1c1f", "lenet_5c1f"]) == "lenet_1c1f-lenet_5c1f"
+    with pytest.raises(SpecError):
+        prof.expand_specs("lenet_{1..2}x")
+
+
+def test_bad_arguments(lenet_3c1f: Target) -> None:
+    with pytest.raises(BenchError, match="runs"):
+        prof.profile_target(lenet_3c1f, "onnxruntime", 8, runs=0)
+    with pytest.raises(BenchError, match="one backend"):
+        prof.check_backend("onnxruntime,torch", None)
+    with pytest.raises(BenchError, match=r"NVIDIA GPU|--engine"):  # no GPU / a GPU here
+        prof.check_backend("tensorrt", None)
+
+
+def test_tensorrt_layers_are_categorised_by_their_names() -> None:
+    from cnn_deploy.backends.base import LayerTime
+
+    layers = [LayerTime("node_conv2d + node_relu", "CaskConvolution", 3.0, 0,
+                        ("node_conv2d", "node_relu")),
+              LayerTime("Reformatting CopyNode for Input Tensor 0 to node_conv2d + node_relu",
+                        "Reformat", 1.0, 0)]
+    table = prof.layer_table(layers, 16, None, prof.categorise_trt)
+    assert [(r["category"], r["constituents"]) for r in table] == [
+        ("fused", "conv+elementwise"), ("memory", "")]
+    assert table[0]["share"] == 0.75
