@@ -8,6 +8,7 @@ fresh line after it.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import time
@@ -42,7 +43,9 @@ def append(path: Path, record: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as fh:
-            if fh.tell() > 0 and not _ends_with_newline(path):
+            # One writer at a time: two sweeps appending to one file never interleave lines.
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            if fh.seek(0, os.SEEK_END) > 0 and not _ends_with_newline(path):
                 fh.write(b"\n")  # the previous writer crashed mid-line: start clean
             fh.write(line.encode())
             fh.flush()
@@ -98,6 +101,51 @@ def read(path: Path) -> ReadResult:
                 continue
             records.append(record)
     return ReadResult(records, skipped)
+
+
+@dataclass
+class MergeOutcome:
+    written: int
+    duplicates: int  # identical records dropped
+    skipped: list[str]  # damaged lines left out
+
+
+def merge(paths: Iterable[Path], out: Path) -> MergeOutcome:
+    """Join JSONL files into ``out`` (replaced atomically), dropping identical records;
+    refuses files whose records carry different schema versions."""
+    paths = list(paths)
+    schemas: dict[int, Path] = {}
+    records: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    duplicates = 0
+    for path in paths:
+        found = read(path)
+        newer = [s for s in found.skipped if "is newer than" in s]
+        if newer:
+            raise ResultsError(f"cannot merge: {newer[0]}")
+        skipped.extend(found.skipped)
+        for record in found.records:
+            schemas.setdefault(record["schema"], path)
+            text = json.dumps(record, sort_keys=True, allow_nan=True)
+            if text in records:
+                duplicates += 1
+            records.setdefault(text, record)
+    if len(schemas) > 1:
+        where = ", ".join(f"schema {v} ({p})" for v, p in sorted(schemas.items()))
+        raise ResultsError(f"cannot merge records of different schema versions: {where}; "
+                           "rerun the older sweep with this cnn_deploy, or merge like files only")
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            for record in records.values():
+                fh.write((json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(out)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {out} ({exc.strerror}): choose another -o file") from None
+    return MergeOutcome(len(records), duplicates, skipped)
 
 
 def write_csv(rows: Iterable[dict[str, Any]], path: Path | None) -> str:

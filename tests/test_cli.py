@@ -87,7 +87,8 @@ def read_results(path: Path) -> Any:
 
 # -- --help ----------------------------------------------------------------------
 COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["profile"], ["backends"], ["data"],
-            ["data", "download"], ["data", "info"]]
+            ["data", "download"], ["data", "info"], ["report"], ["compare"],
+            ["sweep"], ["results"], ["results", "merge"]]
 
 
 def _walk(group: Any, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:

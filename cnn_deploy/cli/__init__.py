@@ -35,11 +35,24 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cnn_deploy.cli import backends, bench, build, data, export, profile, quickstart, train
+    from cnn_deploy.cli import (
+        backends,
+        bench,
+        build,
+        data,
+        export,
+        profile,
+        quickstart,
+        report,
+        results,
+        sweep,
+        train,
+    )
 
-    for module in (quickstart, train, export, build, bench, profile, backends):
+    for module in (quickstart, train, export, build, bench, profile, sweep, report, backends):
         module.register(app)
     app.add_typer(data.app, name="data")
+    app.add_typer(results.app, name="results")
 
 
 _register()

@@ -1,0 +1,94 @@
+"""`cnndeploy sweep`: the thesis's four groups (or a custom grid), resumable and shardable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnn_deploy.cli import render
+
+
+def sweep(
+    group: Annotated[str | None, typer.Option(help="Thesis group 1 (fc layers x batch), 2 (conv "
+                     "layers x batch), 3 (fc layers x neurons), 4 (conv layers x depth) or all.")]
+        = None,
+    grid: Annotated[str | None, typer.Option(help="Custom grid instead of --group: any NetSpec "
+                    "field x batch, e.g. 'fc_layers=1..5;batch=16..4096*2;neurons=100,128'.")]
+        = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="onnxruntime or torch.")]
+        = "onnxruntime",
+    results: Annotated[Path, typer.Option(help="JSONL file each cell is appended to; cells "
+                       "already there are skipped (resume).")] = Path("results/sweep.jsonl"),
+    shard: Annotated[str | None, typer.Option(help="Run only shard k of n (k/n, 1-based) of the "
+                     "deterministic cell order.")] = None,
+    method: Annotated[str, typer.Option(help="default (short warm timings) or thesis (20 runs, "
+                      "no warm-up, median of 3 loops, drift reported).")] = "default",
+    duration: Annotated[float | None, typer.Option(help="Minimum timed seconds per cell "
+                        "(default 0.3).")] = None,
+    processes: Annotated[int | None, typer.Option(help="Fresh processes (loops) per cell "
+                         "(default 1, 3 with --method thesis).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cell count and the "
+                       "estimated time; run nothing.")] = False,
+    data: Annotated[str | None, typer.Option(help="MNIST folder (else $CNNDEPLOY_DATA).")] = None,
+) -> None:
+    """Time every cell of a thesis group or grid; rerun the same command to resume."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from cnn_deploy import sweep as lib
+    from cnn_deploy.backends import parse_backends
+    from cnn_deploy.errors import BenchError
+
+    if (group is None) == (grid is None):
+        raise BenchError("give either --group 1|2|3|4|all or --grid 'FIELD=VALUES;...', not both")
+    backends = parse_backends(backend)
+    if len(backends) != 1:
+        raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
+    cells = lib.group_cells(group, backends[0]) if group is not None else \
+        lib.parse_grid(grid or "", backends[0])
+    label = group if group is not None else f"grid {grid}"
+    lib.cell_timing(cells[0], method, duration)  # validates --method and --duration
+    if shard is not None:
+        cells = lib.shard(cells, *lib.parse_shard(shard))
+    loops = processes if processes is not None else (3 if method == "thesis" else 1)
+    if dry_run:
+        done = lib.done_keys(results)
+        todo = [c for c in cells if c.key not in done]
+        seconds = lib.estimate_seconds(todo, method, duration, loops)
+        render.out.print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {results}, "
+                         f"{len(todo)} to run; estimated time {_hms(seconds)} "
+                         f"({seconds:.0f} s)", highlight=False, soft_wrap=True)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=render.err, transient=True) as bar:
+        task = bar.add_task("sweep", total=None)
+
+        def on_progress(p: lib.Progress) -> None:
+            what = p.cell.key if p.cell is not None else "done"
+            bar.update(task, completed=p.done, total=p.total, description=what)
+
+        outcome = lib.run_sweep(cells, results, group=label, method=method, duration=duration,
+                                processes=processes, data=data, on_progress=on_progress)
+    if outcome.skipped:
+        render.note(f"{outcome.skipped} of {outcome.total} cells were already in {results}: "
+                    "skipped")
+    for line in outcome.warnings:
+        render.warn(line)
+    render.note(f"{len(outcome.records)} cells appended to {results}")
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sweep)

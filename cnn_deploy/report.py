@@ -1,0 +1,389 @@
+"""Thesis-style report and cross-run comparison over stored records.
+
+Records become one tidy list of flat rows (:func:`tidy`); every figure, table and
+conclusion below is a pure function over those rows, and plots take column names. The
+HTML page is self-contained: figures are embedded as base64 PNG data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Rows = list[dict[str, Any]]
+
+# Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
+THESIS_TABLE2 = {
+    "lenet_5c1f": {"tiles_per_ms": 33.6, "90": 48.9, "95": 119.9, "97": 256.3},
+    "lenet_1c5f": {"tiles_per_ms": 148.6, "90": 63.8, "95": 139.6, "97": 260.4},
+    "lenet_3c3f": {"tiles_per_ms": 42.0, "90": 35.1, "95": 96.7, "97": 183.5},
+}
+ACCURACIES = ("90", "95", "97")
+DEFAULTS = {"depth": 20, "neurons": 512}  # NetSpec defaults: the thesis's base networks
+
+
+# -- the tidy table ------------------------------------------------------------------
+def tidy(records: Sequence[dict[str, Any]]) -> Rows:
+    """Bench records -> one row each; profile records -> one row per category."""
+    rows: Rows = []
+    for r in records:
+        spec, device = (r.get("model") or {}).get("spec") or {}, r.get("device") or {}
+        base = {"kind": r.get("kind"), "net": spec.get("name") or (r.get("model") or {}).get("name"),
+                "conv_layers": spec.get("conv_layers"), "fc_layers": spec.get("fc_layers"),
+                "depth": spec.get("depth"), "neurons": spec.get("neurons"),
+                "backend": (r.get("backend") or {}).get("label"), "batch": r.get("batch"),
+                "device": device.get("slug") or device.get("cpu"), "run_id": r.get("run_id")}
+        if r.get("kind") == "bench":
+            sweep = r.get("sweep") or {}
+            tta = r.get("time_to_accuracy") or {}
+            rows.append({**base, "precision": r.get("precision"), "scenario": r.get("scenario"),
+                         "requested_batch": r.get("requested_batch", r.get("batch")),
+                         "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
+                         "cell": r.get("cell"), "sweep_group": sweep.get("group"),
+                         "sweep_method": sweep.get("method"),
+                         **{f"tta_{a}": tta.get(a) for a in ACCURACIES}})
+        elif r.get("kind") == "profile":
+            conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
+                    for layer in r.get("layers") or [] if "conv" in (layer.get("category") or "")
+                    or "conv" in (layer.get("constituents") or "")]
+            for t in r.get("categories") or []:
+                rows.append({**base, "category": t["category"],
+                             "us_per_tile": t["time_ms"] * 1000.0 / r["batch"],
+                             "conv_layer_times": conv})
+    return rows
+
+
+def select(rows: Rows, **where: Any) -> Rows:
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def median_by(rows: Rows, keys: Sequence[str], y: str) -> Rows:
+    """One row per distinct ``keys`` with the median of ``y`` (repeats collapse)."""
+    groups: dict[tuple[Any, ...], list[float]] = {}
+    for r in rows:
+        if r.get(y) is not None:
+            groups.setdefault(tuple(r.get(k) for k in keys), []).append(r[y])
+    return [{**dict(zip(keys, k, strict=True)), y: statistics.median(v)} for k, v in groups.items()]
+
+
+# -- figures -------------------------------------------------------------------------
+@dataclass
+class Figure:
+    key: str
+    title: str
+    rows: Rows  # empty: no data
+    x: str
+    y: str
+    series: str
+    kind: str = "line"  # or "stacked"
+    path: Path | None = None
+
+
+def _bench(rows: Rows) -> Rows:
+    return [r for r in rows if r["kind"] == "bench" and r.get("tiles_per_ms") is not None
+            and r.get("conv_layers") is not None]
+
+
+def _largest_batch(rows: Rows, prefer: int = 1024) -> int | None:
+    batches = {r["batch"] for r in rows}
+    return prefer if prefer in batches else max(batches, default=None)
+
+
+def _family(rows: Rows, fixed: dict[str, Any], x: str, series: str,
+            at_batch: bool = False) -> Rows:
+    rows = [r for r in _bench(rows) if all(r.get(k) == v for k, v in fixed.items())]
+    if at_batch:
+        rows = select(rows, batch=_largest_batch(rows))
+    out = median_by(rows, [x, series, "backend", "device"], "tiles_per_ms")
+    multi = len({(r["backend"], r["device"]) for r in out}) > 1
+    for r in out:
+        r["label"] = f"{series.replace('_', ' ')} = {r[series]}" + (
+            f" [{r['backend']}, {r['device']}]" if multi else "")
+    return sorted(out, key=lambda r: (r["label"], r[x]))
+
+
+def figures(rows: Rows) -> list[Figure]:
+    """The thesis figures this data can redraw; a figure without data has no rows."""
+    figs = [
+        Figure("fig10_batch_by_fc", "Fig. 10: tiles/ms vs batch, 1 conv layer, by FC layers",
+               _family(rows, {"conv_layers": 1, **DEFAULTS}, "batch", "fc_layers"),
+               "batch", "tiles_per_ms", "label"),
+        Figure("fig11_batch_by_conv", "Fig. 11: tiles/ms vs batch, 1 FC layer, by conv layers",
+               _family(rows, {"fc_layers": 1, **DEFAULTS}, "batch", "conv_layers"),
+               "batch", "tiles_per_ms", "label"),
+        Figure("fig12_neurons_by_fc", "Fig. 12: tiles/ms vs neurons, 1 conv layer, by FC layers",
+               _family(rows, {"conv_layers": 1, "depth": 20}, "neurons", "fc_layers", True),
+               "neurons", "tiles_per_ms", "label"),
+        Figure("fig15_depth_by_conv", "Fig. 15: tiles/ms vs depth, 1 FC layer, by conv layers",
+               _family(rows, {"fc_layers": 1, "neurons": 512}, "depth", "conv_layers", True),
+               "depth", "tiles_per_ms", "label"),
+    ]
+    for f in figs[2:]:  # a sweep over neurons or depth needs two values of it
+        f.rows = f.rows if len({r[f.x] for r in f.rows}) > 1 else []
+    neurons = {r["neurons"] for r in figs[2].rows}
+    fig36 = figs[2].rows if {n % 128 == 0 for n in neurons} == {True, False} else []
+    figs.append(Figure("fig36_neurons_128", "Fig. 36: tiles/ms vs neurons, on and off "
+                       "multiples of 128", fig36, "neurons", "tiles_per_ms", "label"))
+    profiles = [r for r in rows if r["kind"] == "profile"]
+    groups = sorted({(r["backend"], r["batch"], r["device"]) for r in profiles}, key=str)
+    for i, (backend, batch, device) in enumerate(groups or [(None, None, None)], start=1):
+        sel = select(profiles, backend=backend, batch=batch, device=device) if groups else []
+        figs.append(Figure(f"fig18_35_profile_{i}", f"Figs. 18-35: µs per tile by category, "
+                           f"{backend}, batch {batch}, {device}" if groups else
+                           "Figs. 18-35: µs per tile by category", sel, "net", "us_per_tile",
+                           "category", kind="stacked"))
+    return figs
+
+
+def plot(fig: Figure, path: Path) -> Path:
+    """Draw ``fig`` (lines of ``y`` vs ``x`` per ``series``, or stacked bars) as a PNG."""
+    if fig.kind == "stacked":
+        from cnn_deploy.profile import plot_stacked
+
+        fig.path = plot_stacked(fig.rows, path, x=fig.x, stack=fig.series, y=fig.y,
+                                title=fig.title)
+        return fig.path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7.0, 4.5))
+    for label in dict.fromkeys(r[fig.series] for r in fig.rows):
+        points = sorted((r[fig.x], r[fig.y]) for r in fig.rows if r[fig.series] == label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    if fig.x == "batch":
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(fig.x)
+    ax.set_ylabel("tiles/ms" if fig.y == "tiles_per_ms" else fig.y)
+    ax.set_title(fig.title, fontsize=10)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    fig.path = path
+    return path
+
+
+# -- tables --------------------------------------------------------------------------
+def table2(rows: Rows) -> Rows:
+    """Time-to-accuracy beside the thesis's GTX960 numbers (records carrying it only)."""
+    out = []
+    for r in median_by([r for r in _bench(rows) if r.get("tta_90") is not None],
+                       ["net", "backend", "device", "tta_90", "tta_95", "tta_97"], "tiles_per_ms"):
+        thesis = THESIS_TABLE2.get(r["net"], {})
+        out.append({"net": r["net"], "backend": r["backend"], "device": r["device"],
+                    "tiles_per_ms": r["tiles_per_ms"], "thesis_tiles_per_ms": thesis.get("tiles_per_ms"),
+                    **{f"s_to_{a}": r[f"tta_{a}"] for a in ACCURACIES},
+                    **{f"thesis_s_to_{a}": thesis.get(a) for a in ACCURACIES}})
+    return out
+
+
+def speedups(rows: Rows) -> Rows:
+    """Per cell measured on two or more devices: tiles/ms of each device over the first."""
+    cells = median_by(_bench(rows), ["net", "backend", "precision", "batch", "device"],
+                      "tiles_per_ms")
+    devices = sorted({r["device"] for r in cells if r["device"]})
+    if len(devices) < 2:
+        return []
+    by_cell: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in cells:
+        by_cell.setdefault((r["net"], r["backend"], r["precision"], r["batch"]), {})[
+            r["device"]] = r["tiles_per_ms"]
+    out = []
+    for (net, backend, precision, batch), per in sorted(by_cell.items(), key=str):
+        base = devices[0]
+        for other in devices[1:]:
+            if base in per and other in per and per[base] > 0:
+                out.append({"net": net, "backend": backend, "precision": precision, "batch": batch,
+                            "device_a": base, "device_b": other,
+                            "speedup_b_over_a": per[other] / per[base]})
+    return out
+
+
+# -- conclusions ---------------------------------------------------------------------
+@dataclass
+class Verdict:
+    claim: str
+    verdict: str  # "holds", "does not hold here" or "no data"
+    detail: str
+
+
+def _tiles(rows: Rows, net: str, batch: int) -> dict[tuple[str, str], float]:
+    return {(r["backend"], r["device"]): r["tiles_per_ms"]
+            for r in median_by(select(_bench(rows), net=net, batch=batch), ["backend", "device"],
+                               "tiles_per_ms")}
+
+
+def fc_cheaper_than_conv(rows: Rows) -> Verdict:
+    claim = "Adding FC layers is cheaper than adding conv layers"
+    nets = {r["net"] for r in _bench(rows)}
+    ks = [k for k in (5, 4, 3, 2) if f"lenet_1c{k}f" in nets and f"lenet_{k}c1f" in nets]
+    if not ks:
+        return Verdict(claim, "no data", "needs lenet_1c{k}f and lenet_{k}c1f (k >= 2)")
+    fc, conv = f"lenet_1c{ks[0]}f", f"lenet_{ks[0]}c1f"
+    both = {r["batch"] for r in select(_bench(rows), net=fc)} & {
+        r["batch"] for r in select(_bench(rows), net=conv)}
+    batch = 1024 if 1024 in both else max(both)
+    a, b = _tiles(rows, fc, batch), _tiles(rows, conv, batch)
+    pairs = [(k, a[k], b[k]) for k in a if k in b]
+    if not pairs:
+        return Verdict(claim, "no data", f"{fc} and {conv} never share a backend and device")
+    ok = all(x > y for _, x, y in pairs)
+    note = "" if batch == 1024 else f" (batch 1024 not measured; at batch {batch})"
+    detail = "; ".join(f"{k[0]} on {k[1]}: {fc} {x:.1f} vs {conv} {y:.1f} tiles/ms ({x / y:.2f}x)"
+                       for k, x, y in pairs)
+    return Verdict(claim, "holds" if ok else "does not hold here", detail + note)
+
+
+def batch_saturates(rows: Rows, knee: int = 512, tolerance: float = 0.10) -> Verdict:
+    claim = f"Throughput saturates near batch {knee}"
+    series = median_by(_bench(rows), ["net", "backend", "device", "batch"], "tiles_per_ms")
+    groups: dict[tuple[Any, ...], dict[int, float]] = {}
+    for r in series:
+        groups.setdefault((r["net"], r["backend"], r["device"]), {})[r["batch"]] = r["tiles_per_ms"]
+    checked = [(k, v[knee], max(v.values())) for k, v in groups.items()
+               if knee in v and max(v) > knee]
+    if not checked:
+        return Verdict(claim, "no data", f"needs batch {knee} and a larger batch in one series")
+    ok = [c for c in checked if c[1] >= (1 - tolerance) * c[2]]
+    worst = min(checked, key=lambda c: c[1] / c[2])
+    return Verdict(claim, "holds" if len(ok) == len(checked) else "does not hold here",
+                   f"{len(ok)}/{len(checked)} series within {tolerance:.0%} of their max at batch "
+                   f"{knee}; lowest {worst[0][0]} [{worst[0][1]}]: {worst[1]:.1f} of "
+                   f"{worst[2]:.1f} tiles/ms")
+
+
+def multiples_of_128(rows: Rows) -> Verdict:
+    claim = "FC layers are faster at neuron counts that are multiples of 128"
+    fig = next(f for f in figures(rows) if f.key == "fig36_neurons_128")
+    if not fig.rows:
+        return Verdict(claim, "no data", "needs neuron counts on and off multiples of 128")
+    wins, total = 0, 0
+    for label in {r["label"] for r in fig.rows}:
+        per = {r["neurons"]: r["tiles_per_ms"] for r in fig.rows if r["label"] == label}
+        for n, t in per.items():
+            up = -(-n // 128) * 128
+            if n % 128 and up in per:
+                total += 1
+                wins += per[up] >= t
+    if not total:
+        return Verdict(claim, "no data", "no off-multiple count has its next multiple measured")
+    return Verdict(claim, "holds" if wins * 2 > total else "does not hold here",
+                   f"the next multiple of 128 is at least as fast (with more neurons) in "
+                   f"{wins}/{total} cases")
+
+
+def second_conv_costs_most(rows: Rows) -> Verdict:
+    claim = "The second conv layer costs the most of the conv layers"
+    seen: dict[tuple[Any, ...], list[tuple[str, float]]] = {}
+    for r in rows:
+        if r["kind"] == "profile" and (r.get("conv_layers") or 0) >= 2:
+            seen[(r["net"], r["backend"], r["batch"], r["device"], r["run_id"])] = r["conv_layer_times"]
+    parts = []
+    for (net, backend, _, _, _), layers in sorted(seen.items(), key=str):
+        total = sum(t for _, t in layers)
+        conv2 = sum(t for name, t in layers if "conv2" in name.split("+"))
+        top = max(layers, key=lambda x: x[1], default=("", 0.0))
+        if total > 0:
+            parts.append((net, backend, conv2 / total, "conv2" in top[0].split("+")))
+    if not parts:
+        return Verdict(claim, "no data", "needs profile records of nets with 2+ conv layers")
+    ok = all(p[3] for p in parts)
+    return Verdict(claim, "holds" if ok else "does not hold here", "; ".join(
+        f"{n} [{b}]: conv2 {s:.0%} of conv time" for n, b, s, _ in parts))
+
+
+def speedup_tracks_spec(rows: Rows) -> Verdict:
+    claim = "Device-vs-device speed-up follows the devices' specifications"
+    ups = speedups(rows)
+    if not ups:
+        return Verdict(claim, "no data", "needs the same cells measured on two devices")
+    values = [u["speedup_b_over_a"] for u in ups]
+    return Verdict(claim, "no data", f"{ups[0]['device_b']} / {ups[0]['device_a']}: median "
+                   f"{statistics.median(values):.2f}x over {len(values)} cells (range "
+                   f"{min(values):.2f}-{max(values):.2f}x); the records carry no spec figures "
+                   "(peak FLOP/s, bandwidth) to compare with")
+
+
+CONCLUSIONS: tuple[Callable[[Rows], Verdict], ...] = (
+    fc_cheaper_than_conv, batch_saturates, multiples_of_128, second_conv_costs_most,
+    speedup_tracks_spec)
+
+
+def conclusions(rows: Rows) -> list[Verdict]:
+    return [check(rows) for check in CONCLUSIONS]
+
+
+# -- the report ----------------------------------------------------------------------
+@dataclass
+class Report:
+    index: Path
+    figures: list[Figure]
+    conclusions: list[Verdict]
+    skipped: list[str] = field(default_factory=list)
+
+def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    from cnn_deploy import results as store
+
+    got = [store.read(path) for path in paths]
+    return [r for g in got for r in g.records], [line for g in got for line in g.skipped]
+
+
+def build_report(paths: Sequence[Path], out: Path) -> Report:
+    """Read ``paths``, draw every figure that has data into ``out``, write ``out/index.html``."""
+    records, skipped = load(paths)
+    rows = tidy(records)
+    figs = figures(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in figs:
+        if f.rows:
+            plot(f, out / f"{f.key}.png")
+    verdicts = conclusions(rows)
+    index = out / "index.html"
+    index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths))
+    return Report(index, figs, verdicts, skipped)
+
+
+def _table(rows: Rows) -> str:
+    if not rows:
+        return "<p>no data</p>"
+    fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r.values())
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_ONLOAD = ("window.addEventListener('load',function(){var i=Array.prototype.slice.call("
+           "document.images);document.title='images '+i.filter(function(m){return m.complete&&"
+           "m.naturalWidth>0}).length+'/'+i.length;});")
+
+
+def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, ups: Rows,
+                sources: Sequence[Path]) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cnn_deploy report</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:"
+             "collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style>",
+             f"<script>{_ONLOAD}</script></head><body><h1>cnn_deploy report</h1>",
+             "<p>from " + ", ".join(html.escape(str(s)) for s in sources) + "</p>",
+             "<h2>Conclusions</h2><ul>"]
+    parts += [f"<li class='verdict'><b>{html.escape(v.claim)}</b>: {html.escape(v.verdict)} "
+              f"({html.escape(v.detail)})</li>" for v in verdicts]
+    parts.append("</ul><h2>Figures</h2>")
+    for f in figs:
+        parts.append(f"<h3>{html.escape(f.title)}</h3>")
+        if f.path is None:
+            parts.append("<p>no data</p>")
+            continue
+        data = base64.b64encode(f.path.read_bytes()).decode()
+        parts.append(f"<img alt='{html.escape(f.key)}' src='data:image/png;base64,{data}'>")
+    parts += ["<h2>Table 2: time to accuracy (thesis: GTX960)</h2>", _table(t2),
+              "<h2>Device-vs-device speed-up</h2>", _table(ups), "</body></html>"]
+    return "\n".join(parts)

@@ -1,0 +1,317 @@
+"""The thesis's study (§3.1) as one resumable, shardable sweep over (net, batch) cells.
+
+Groups: 1 fc_layers 1-5 x batch 16..4096; 2 conv_layers 1-5 x the same batches;
+3 fc_layers 1-5 x neurons 128..2048 (batch 1024); 4 conv_layers 1-5 x depth 5..80 (batch
+1024); or a custom ``--grid`` over any NetSpec field x batch. A cell is (net, batch,
+backend, precision), keyed ``lenet_1c2f|b256|onnxruntime|fp32``; its record is appended
+as soon as it finishes, so a killed sweep loses at most the running cell and a rerun
+skips every cell already in the results file. ``shard k/n`` takes cells i with
+i % n == k - 1 of the deterministic full order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.arch import NetSpec
+from cnn_deploy.bench import Cell, Plan, Row, TimingConfig, summarise_cells
+from cnn_deploy.errors import BenchError
+
+GROUP_BATCHES = tuple(16 * 2**i for i in range(9))  # 16, 32, ..., 4096
+GROUPS = ("1", "2", "3", "4", "all")
+METHODS = ("default", "thesis")
+FLOPS_PER_S = 100e9  # a rough sustained rate for the estimate, not a measurement
+PLAN_OVERHEAD_S = 1.5  # fresh worker process + ONNX Runtime session
+NET_OVERHEAD_S = 1.0  # exporting the untrained net to ONNX
+DRIFT_WARNING = 0.05  # thesis Table 1: the slowdown from the first to the last loop
+_SPEC_FIELDS = tuple(f.name for f in fields(NetSpec))
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    spec: NetSpec
+    batch: int
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.spec.name, self.batch, self.backend, self.precision)
+
+
+def cell_key(net: str, batch: int, backend: str, precision: str) -> str:
+    return f"{net}|b{batch}|{backend}|{precision}"
+
+
+# -- which cells ---------------------------------------------------------------
+def group_cells(group: str, backend: str = "onnxruntime") -> list[SweepCell]:
+    """The cells of a thesis group (``all``: groups 1-4, each cell once) in a fixed order."""
+    if group == "all":
+        return _unique([c for g in GROUPS[:4] for c in group_cells(g, backend)])
+    layers = range(1, 6)
+    if group == "1":
+        nets = [NetSpec(conv_layers=1, fc_layers=n) for n in layers]
+        return [SweepCell(s, b, backend) for s in nets for b in GROUP_BATCHES]
+    if group == "2":
+        nets = [NetSpec(conv_layers=n, fc_layers=1) for n in layers]
+        return [SweepCell(s, b, backend) for s in nets for b in GROUP_BATCHES]
+    if group == "3":
+        nets = [NetSpec(fc_layers=n, neurons=w) for n in layers for w in (128, 256, 512, 1024, 2048)]
+        return [SweepCell(s, 1024, backend) for s in nets]
+    if group == "4":
+        nets = [NetSpec(conv_layers=n, depth=d) for n in layers for d in (5, 10, 20, 40, 80)]
+        return [SweepCell(s, 1024, backend) for s in nets]
+    raise BenchError(f"--group takes one of {', '.join(GROUPS)}, got '{group}'")
+
+
+def parse_grid(text: str, backend: str = "onnxruntime") -> list[SweepCell]:
+    """``'fc_layers=1..5;batch=16,32;neurons=100..2048:128'`` -> cells (batch 1024 if absent).
+
+    Values: ``a,b,c``; ``lo..hi`` (step 1); ``lo..hi:step``; ``lo..hi*factor`` (geometric).
+    """
+    axes: dict[str, list[int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, values = part.partition("=")
+        name = name.strip()
+        if not sep or not values.strip():
+            raise BenchError(f"--grid takes FIELD=VALUES separated by ';' (e.g. "
+                             f"'fc_layers=1..5;batch=16,32'), got '{part}'")
+        if name not in (*_SPEC_FIELDS, "batch"):
+            raise BenchError(f"--grid: unknown field '{name}': use batch or one of "
+                             f"{', '.join(_SPEC_FIELDS)}")
+        if name in axes:
+            raise BenchError(f"--grid: '{name}' is given twice")
+        axes[name] = _values(name, values.strip())
+    if not axes:
+        raise BenchError("--grid is empty: give e.g. 'fc_layers=1..5;batch=16,32'")
+    batches = axes.pop("batch", [1024])
+    if any(b < 1 for b in batches):
+        raise BenchError(f"--grid: batch values must be positive, got {batches}")
+    names = list(axes)
+    cells = [SweepCell(NetSpec(**dict(zip(names, combo, strict=True))), b, backend)
+             for combo in itertools.product(*axes.values()) for b in batches]
+    return _unique(cells)
+
+
+def _values(name: str, text: str) -> list[int]:
+    out: list[int] = []
+    try:
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            if ".." not in item:
+                out.append(int(item))
+                continue
+            lo_text, hi_text = item.split("..", 1)
+            factor = step = None
+            if "*" in hi_text:
+                hi_text, f = hi_text.split("*", 1)
+                factor = int(f)
+            elif ":" in hi_text:
+                hi_text, s = hi_text.split(":", 1)
+                step = int(s)
+            lo, hi = int(lo_text), int(hi_text)
+            if lo > hi or (factor is not None and (factor < 2 or lo < 1)) or (
+                    step is not None and step < 1):
+                raise ValueError
+            value = lo
+            while value <= hi:
+                out.append(value)
+                value = value * factor if factor else value + (step or 1)
+    except ValueError:
+        raise BenchError(f"--grid: cannot read {name}='{text}': use integers 'a,b', 'lo..hi', "
+                         "'lo..hi:step' or 'lo..hi*factor'") from None
+    if not out:
+        raise BenchError(f"--grid: {name} has no values")
+    return list(dict.fromkeys(out))
+
+
+def _unique(cells: Sequence[SweepCell]) -> list[SweepCell]:
+    seen: dict[str, SweepCell] = {}
+    for cell in cells:
+        seen.setdefault(cell.key, cell)
+    return list(seen.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    k_text, sep, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        k = n = 0
+    if not sep or n < 1 or not 1 <= k <= n:
+        raise BenchError(f"--shard takes k/n with 1 <= k <= n (e.g. 2/4), got '{text}'")
+    return k, n
+
+
+def shard(cells: Sequence[SweepCell], k: int, n: int) -> list[SweepCell]:
+    return [c for i, c in enumerate(cells) if i % n == k - 1]
+
+
+def done_keys(results: Path) -> set[str]:
+    """Cell keys already in ``results`` (a missing file: none; a cut line is skipped)."""
+    from cnn_deploy import results as store
+
+    if not results.is_file():
+        return set()
+    return {r["cell"] for r in store.read(results).records if isinstance(r.get("cell"), str)}
+
+
+# -- timing and estimate -----------------------------------------------------------
+def cell_timing(cell: SweepCell, method: str = "default", duration: float | None = None
+                ) -> TimingConfig:
+    """Short but honest per-cell timing: >= 3 iterations and 0.3 s; huge cells warm up once."""
+    if method == "thesis":
+        return TimingConfig.thesis()
+    if method != "default":
+        raise BenchError(f"--method takes one of {', '.join(METHODS)}, got '{method}'")
+    min_ms = 300.0 if duration is None else duration * 1000
+    if min_ms < 0:
+        raise BenchError("--duration must not be negative")
+    huge = _iteration_s(cell) > 0.1
+    return TimingConfig(warmup_ms=0.0 if huge else 100.0, warmup_iterations=1,
+                        min_duration_ms=min_ms, min_iterations=3,
+                        max_duration_ms=max(10_000.0, min_ms))
+
+
+def _iteration_s(cell: SweepCell) -> float:
+    return cell.spec.flops_per_tile * cell.batch / FLOPS_PER_S
+
+
+def estimate_seconds(cells: Sequence[SweepCell], method: str = "default",
+                     duration: float | None = None, processes: int = 1) -> float:
+    """Rough wall time from FLOPs at ~100 GFLOP/s, plus process and export overheads."""
+    total = 0.0
+    for unit in plan_units(cells, method, duration):
+        total += PLAN_OVERHEAD_S * max(processes, 1)
+        for cell in unit:
+            t, it = cell_timing(cell, method, duration), _iteration_s(cell)
+            warm = max(t.warmup_ms / 1000, t.warmup_iterations * it)
+            timed = min(max(t.min_duration_ms / 1000, t.min_iterations * it),
+                        max(t.max_duration_ms / 1000, it))
+            total += (warm + timed) * max(processes, 1)
+    return total + NET_OVERHEAD_S * len({c.spec for c in cells})
+
+
+def plan_units(cells: Sequence[SweepCell], method: str = "default",
+               duration: float | None = None) -> list[list[SweepCell]]:
+    """Cells grouped by net (first-appearance order), then by timing: one Plan each.
+
+    The thesis method runs one cell per plan, so its three loops finish the cell before
+    the next starts (a kill loses at most that cell)."""
+    by_net: dict[tuple[NetSpec, str], list[SweepCell]] = {}
+    for cell in cells:
+        by_net.setdefault((cell.spec, cell.backend), []).append(cell)
+    units: list[list[SweepCell]] = []
+    for net_cells in by_net.values():
+        if method == "thesis":
+            units.extend([c] for c in net_cells)
+            continue
+        by_timing: dict[TimingConfig, list[SweepCell]] = {}
+        for cell in net_cells:
+            by_timing.setdefault(cell_timing(cell, method, duration), []).append(cell)
+        units.extend(by_timing.values())
+    return units
+
+
+# -- running -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    cell: SweepCell | None  # the cell now running (None when all are done)
+    record: dict[str, Any] | None = None  # the record of the cell just finished
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    total: int  # cells in the grid (this shard)
+    skipped: int  # already in the results file
+    records: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: str = "default",
+              duration: float | None = None, processes: int | None = None,
+              data: str | None = None, on_progress: Callable[[Progress], None] | None = None
+              ) -> SweepOutcome:
+    """Time every cell not yet in ``results``; append each cell's record as it finishes."""
+    from cnn_deploy import pipeline
+    from cnn_deploy import results as store
+    from cnn_deploy.device import device_record, library_versions
+    from cnn_deploy.train import file_sha256
+    from cnn_deploy.workers import run_plan
+
+    if processes is None:
+        processes = 3 if method == "thesis" else 1
+    if processes < 1:
+        raise BenchError(f"--processes must be at least 1, got {processes}")
+    store.check_writable(results)
+    done = done_keys(results)
+    todo = [c for c in cells if c.key not in done]
+    outcome = SweepOutcome(store.new_run_id(), len(cells), len(cells) - len(todo))
+    device, versions = device_record(), library_versions()
+    sweep_info = {"group": group, "method": method, "processes": processes}
+    report = on_progress or (lambda _: None)
+    finished = 0
+    units = plan_units(todo, method, duration)
+    for unit in units:
+        report(Progress(finished, len(todo), unit[0]))
+        with pipeline.resolve_target(None, unit[0].spec.name) as (target, _):
+            sha = file_sha256(target.onnx) if target.onnx else None
+            timing = cell_timing(unit[0], method, duration)
+            plan = Plan(target, (Row(unit[0].backend, {}),), tuple(c.batch for c in unit),
+                        timing, data)
+            pending = {c.batch: c for c in unit}
+            loops: dict[int, list[Cell]] = {}
+            for cell in run_plan(plan, processes):
+                loops.setdefault(cell.requested_batch, []).append(cell)
+                if len(loops[cell.requested_batch]) < processes:
+                    continue
+                sweep_cell = pending.pop(cell.requested_batch)
+                record = _record(sweep_cell, loops[cell.requested_batch], timing, sha,
+                                 {**sweep_info, "run": outcome.run_id}, target.to_dict())
+                store.append(results, store.make_record("bench", outcome.run_id, record,
+                                                        device, versions))
+                outcome.records.append(record)
+                outcome.warnings.extend(f"{sweep_cell.key}: {w}" for w in record["warnings"])
+                finished += 1
+                nxt = next(iter(pending.values()), None)
+                report(Progress(finished, len(todo), nxt, record))
+    report(Progress(finished, len(todo), None))
+    return outcome
+
+
+def _record(cell: SweepCell, loops: list[Cell], timing: TimingConfig, sha: str | None,
+            sweep_info: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """One bench record per cell: the median loop's samples and stats, every loop's raw samples."""
+    summary = summarise_cells(loops, timing)[0]
+    mid = next(c for c in loops if c.stats == summary.stats)
+    warnings = list(summary.warnings)
+    info = dict(sweep_info)
+    if len(loops) > 1:
+        first, last = loops[0].stats.tiles_per_ms, loops[-1].stats.tiles_per_ms
+        drift = (last - first) / first if first > 0 else 0.0
+        info["drift"] = drift
+        if abs(drift) > DRIFT_WARNING:
+            warnings.append(f"tiles/ms drifted {drift:+.1%} from the first to the last loop "
+                            f"({first:.1f} -> {last:.1f}; thesis Table 1 threshold 5 %)")
+    return {
+        "cell": cell.key, "sweep": info,
+        "model": {**model, "onnx_sha256": sha, "onnx": None},
+        "backend": {"name": mid.backend, "label": mid.label, "device": mid.device,
+                    "options": mid.options},
+        "scenario": "single-stream" if mid.batch == 1 else "offline",
+        "precision": cell.precision, "batch": mid.batch, "requested_batch": cell.batch,
+        "process": mid.process, "processes": len(loops), "in_process": False,
+        "timing": asdict(timing), "samples_ms": mid.samples_ms,
+        "warmup_iterations": mid.warmup_iterations, "stats": mid.stats.to_dict(),
+        "loops": [{"process": c.process, "samples_ms": c.samples_ms,
+                   "tiles_per_ms": c.stats.tiles_per_ms} for c in loops] if len(loops) > 1 else None,
+        "warnings": warnings, "notes": list(summary.notes), "input": mid.input,
+        "peak_rss_mb": mid.peak_rss_mb,
+    }
+

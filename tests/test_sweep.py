@@ -1,0 +1,200 @@
+"""The sweep: thesis grids, custom grids, resume after SIGKILL, shards, merge, locked appends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cnn_deploy import results, sweep
+from cnn_deploy.bench import Cell, TimingConfig, summarise
+from cnn_deploy.cli import app
+from cnn_deploy.errors import BenchError
+
+GRID = "conv_layers=1,2;batch=16,32"
+KEYS = ["lenet_1c1f|b16|onnxruntime|fp32", "lenet_1c1f|b32|onnxruntime|fp32",
+        "lenet_2c1f|b16|onnxruntime|fp32", "lenet_2c1f|b32|onnxruntime|fp32"]
+runner = CliRunner()
+
+
+def cli(*args: Any, code: int = 0) -> Result:
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(result.output) from result.exception
+    assert "Traceback" not in result.output
+    assert result.exit_code == code, f"exit {result.exit_code}, wanted {code}:\n{result.output}"
+    return result
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]  # every line parses
+
+
+# -- which cells -------------------------------------------------------------------
+def test_thesis_groups_have_the_thesis_sizes_and_all_counts_each_cell_once() -> None:
+    sizes = {g: len(sweep.group_cells(g)) for g in ("1", "2", "3", "4")}
+    assert sizes == {"1": 45, "2": 45, "3": 25, "4": 25}
+    everything = sweep.group_cells("all")
+    assert len({c.key for c in everything}) == len(everything) < sum(sizes.values())
+    assert sweep.group_cells("1")[0].key == "lenet_1c1f|b16|onnxruntime|fp32"
+    assert sweep.group_cells("1")[8].batch == 4096
+    assert {c.spec.neurons for c in sweep.group_cells("3")} == {128, 256, 512, 1024, 2048}
+    assert {c.spec.depth for c in sweep.group_cells("4")} == {5, 10, 20, 40, 80}
+    assert sweep.group_cells("all") == sweep.group_cells("all")  # deterministic order
+
+
+def test_custom_grid_ranges_steps_and_factors() -> None:
+    cells = sweep.parse_grid("fc_layers=1..2;batch=16..64*2;neurons=100,128")
+    assert len(cells) == 2 * 3 * 2
+    assert [c.batch for c in cells[:3]] == [16, 32, 64]  # batch varies fastest
+    assert cells[0].key == "lenet_1c1f_n100|b16|onnxruntime|fp32"
+    fig36 = sweep.parse_grid("neurons=128..2048:128;batch=256")
+    assert [c.spec.neurons for c in fig36][:3] == [128, 256, 384] and len(fig36) == 16
+    assert {c.batch for c in sweep.parse_grid("depth=5")} == {1024}  # default batch
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_shards_partition_the_grid_exactly_once(n: int) -> None:
+    cells = sweep.group_cells("all")
+    shards = [sweep.shard(cells, k, n) for k in range(1, n + 1)]
+    keys = [c.key for s in shards for c in s]
+    assert sorted(keys) == sorted(c.key for c in cells)
+    assert len(keys) == len(set(keys))
+
+
+def test_huge_cells_warm_up_once_and_estimate_grows_with_flops() -> None:
+    small, huge = sweep.parse_grid("conv_layers=1;batch=16"), sweep.parse_grid(
+        "conv_layers=5;depth=80;batch=4096")
+    assert sweep.cell_timing(huge[0]).warmup_ms == 0.0
+    assert sweep.cell_timing(small[0]).warmup_ms > 0
+    assert sweep.estimate_seconds(huge) > sweep.estimate_seconds(small)
+    assert sweep.cell_timing(small[0], "thesis") == TimingConfig.thesis()
+
+
+def _cell(process: int, ms: float) -> Cell:
+    samples = [ms] * 20
+    return Cell(0, "onnxruntime", "onnxruntime", {}, "cpu", 16, 16, samples, 0,
+                summarise(samples, 16), [], [], "noise", 1.0, process)
+
+
+def test_thesis_loops_keep_the_median_loop_and_warn_on_drift() -> None:
+    loops = [_cell(0, 1.0), _cell(1, 1.05), _cell(2, 1.2)]  # slower each loop
+    cell = sweep.parse_grid("conv_layers=1;batch=16")[0]
+    record = sweep._record(cell, loops, TimingConfig.thesis(), None, {"method": "thesis"}, {})
+    assert record["process"] == 1 and record["processes"] == 3
+    assert record["sweep"]["drift"] == pytest.approx(1.0 / 1.2 - 1)
+    assert any("drifted" in w for w in record["warnings"])
+    assert [len(loop["samples_ms"]) for loop in record["loops"]] == [20, 20, 20]
+
+
+# -- the command -------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "match"), [
+    (["--grid", "fc_layerz=1..3"], "unknown field 'fc_layerz'"),
+    (["--grid", "fc_layers=3..1"], "cannot read fc_layers"),
+    (["--grid", "batch"], "FIELD=VALUES"),
+    (["--grid", "conv_layers=9"], "shrink"),
+    (["--group", "5"], "--group takes one of"),
+    (["--group", "1", "--grid", "batch=1"], "not both"),
+    ([], "not both"),
+    (["--group", "1", "--shard", "3/2"], "--shard takes k/n"),
+    (["--group", "1", "--method", "fast"], "--method takes one of"),
+])
+def test_bad_arguments_are_one_clear_line(args: list[str], match: str) -> None:
+    result = cli("sweep", *args, "--dry-run", code=1)
+    assert match in result.output
+
+
+def test_dry_run_prints_count_and_estimate(tmp_path: Path) -> None:
+    out = cli("sweep", "--group", "all", "--dry-run", "--results", tmp_path / "r.jsonl").stdout
+    assert "121 cells" in out and "estimated time" in out
+    out = cli("sweep", "--group", "1", "--shard", "2/4", "--dry-run",
+              "--results", tmp_path / "r.jsonl").stdout
+    assert out.startswith("11 cells")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_sigkilled_sweep_resumes_without_losing_or_duplicating_cells(tmp_path: Path) -> None:
+    killed = tmp_path / "killed.jsonl"
+    command = [sys.executable, "-c", "from cnn_deploy.cli import main; main()", "sweep",
+               "--grid", GRID, "--results", str(killed), "--duration", "0.4"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (killed.is_file() and killed.read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, "sweep ended too early"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, mid-run
+        proc.wait()
+    before = results.read(killed).records
+    assert 1 <= len(before) < len(KEYS)
+    resumed = cli("sweep", "--grid", GRID, "--results", killed, "--duration", "0.01")
+    assert f"{len(before)} of 4 cells were already in" in resumed.output
+    whole = tmp_path / "whole.jsonl"
+    cli("sweep", "--grid", GRID, "--results", whole, "--duration", "0.01")
+    final = [r["cell"] for r in _lines(killed)]
+    assert sorted(final) == sorted(r["cell"] for r in _lines(whole)) == KEYS
+    assert len(final) == len(set(final))
+    record = _lines(killed)[0]
+    assert record["kind"] == "bench" and record["sweep"]["method"] == "default"
+    assert record["stats"]["iterations"] == len(record["samples_ms"]) >= 3
+
+
+# -- results: merge and locked appends ------------------------------------------------
+def _record(i: int, schema: int = results.SCHEMA_VERSION) -> dict[str, Any]:
+    record = results.make_record("bench", "run", {"cell": f"c{i}", "batch": i}, {}, {})
+    return {**record, "schema": schema, "time_utc": "2026-01-01T00:00:00Z"}
+
+
+def test_merge_joins_and_drops_identical_records(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "m" / "merged.jsonl"
+    for i in (0, 1):
+        results.append(a, _record(i))
+    for i in (1, 2):
+        results.append(b, _record(i))
+    result = cli("results", "merge", a, b, "-o", out)
+    assert "3 records written" in result.output and "1 duplicates dropped" in result.output
+    assert [r["cell"] for r in _lines(out)] == ["c0", "c1", "c2"]
+
+
+def test_merge_refuses_mixed_schema_versions(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "merged.jsonl"
+    results.append(a, _record(0))
+    results.append(b, _record(1, schema=0))
+    result = cli("results", "merge", a, b, "-o", out, code=1)
+    assert "different schema versions" in result.output and "schema 0" in result.output
+    assert not out.exists()
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from cnn_deploy import results
+for i in range(60):
+    results.append(Path(sys.argv[1]), {"schema": 1, "writer": sys.argv[2], "i": i,
+                                       "pad": sys.argv[2] * 200_000})
+"""
+
+
+def test_concurrent_appends_from_two_processes_stay_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "shared.jsonl"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), w]) for w in "ab"]
+    assert [p.wait() for p in procs] == [0, 0]
+    lines = _lines(path)
+    assert sorted((r["writer"], r["i"]) for r in lines) == sorted(
+        (w, i) for w in "ab" for i in range(60))
+    assert all(r["pad"] == r["writer"] * 200_000 for r in lines)
+
+
+def test_library_errors_are_bench_errors() -> None:
+    with pytest.raises(BenchError, match="--grid is empty"):
+        sweep.parse_grid(" ; ")
