@@ -236,7 +236,8 @@ class SweepOutcome:
 
 def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: str = "default",
               duration: float | None = None, processes: int | None = None,
-              data: str | None = None, on_progress: Callable[[Progress], None] | None = None
+              data: str | None = None, on_progress: Callable[[Progress], None] | None = None,
+              train_epochs: int | None = None, models: Path = Path("models")
               ) -> SweepOutcome:
     """Time every cell not yet in ``results``; append each cell's record as it finishes."""
     from cnn_deploy import pipeline
@@ -257,10 +258,13 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     sweep_info = {"group": group, "method": method, "processes": processes}
     report = on_progress or (lambda _: None)
     finished = 0
+    trained_nets: dict[NetSpec, dict[str, Any]] = {}
     units = plan_units(todo, method, duration)
     for unit in units:
         report(Progress(finished, len(todo), unit[0]))
-        with pipeline.resolve_target(None, unit[0].spec.name) as (target, _):
+        trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
+        model = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
+        with pipeline.resolve_target(*model) as (target, _):
             sha = file_sha256(target.onnx) if target.onnx else None
             timing = cell_timing(unit[0], method, duration)
             plan = Plan(target, (Row(unit[0].backend, {}),), tuple(c.batch for c in unit),
@@ -274,6 +278,9 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
                 sweep_cell = pending.pop(cell.requested_batch)
                 record = _record(sweep_cell, loops[cell.requested_batch], timing, sha,
                                  {**sweep_info, "run": outcome.run_id}, target.to_dict())
+                if trained:
+                    record["time_to_accuracy"] = trained["time_to_accuracy"]
+                    record["test_accuracy"] = trained["test_accuracy"]
                 store.append(results, store.make_record("bench", outcome.run_id, record,
                                                         device, versions))
                 outcome.records.append(record)
@@ -283,6 +290,25 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
                 report(Progress(finished, len(todo), nxt, record))
     report(Progress(finished, len(todo), None))
     return outcome
+
+
+def _trained_net(spec: NetSpec, epochs: int | None, models: Path, data: str | None,
+                 cache: dict[NetSpec, dict[str, Any]]) -> dict[str, Any] | None:
+    """Train ``spec`` once per sweep when --train-epochs asks (weights don't change speed,
+    so the default sweeps untrained nets); Table 2's time-to-accuracy goes in its records."""
+    if not epochs:
+        return None
+    if spec not in cache:
+        from cnn_deploy.data import load_mnist
+        from cnn_deploy.train import TrainConfig, save_checkpoint, train
+
+        checkpoint = train(spec, load_mnist(data), TrainConfig(epochs=epochs))
+        path = save_checkpoint(checkpoint, models / f"{spec.name}.pt")
+        miles = checkpoint["milestones_seconds"]
+        cache[spec] = {"checkpoint": path,
+                       "time_to_accuracy": {k.rstrip("%"): v for k, v in miles.items()},
+                       "test_accuracy": checkpoint["metrics"]["test_accuracy"]}
+    return cache[spec]
 
 
 def _record(cell: SweepCell, loops: list[Cell], timing: TimingConfig, sha: str | None,

@@ -198,3 +198,18 @@ def test_concurrent_appends_from_two_processes_stay_whole_lines(tmp_path: Path) 
 def test_library_errors_are_bench_errors() -> None:
     with pytest.raises(BenchError, match="--grid is empty"):
         sweep.parse_grid(" ; ")
+
+
+@pytest.mark.slow
+def test_train_epochs_records_accuracy_and_time_to_accuracy(tmp_path: Path) -> None:
+    cells = sweep.parse_grid("fc_layers=0;batch=16,32")
+    results = tmp_path / "s.jsonl"
+    outcome = sweep.run_sweep(cells, results, group="grid", duration=0.05, train_epochs=1,
+                              models=tmp_path / "models")
+    assert len(outcome.records) == 2
+    assert (tmp_path / "models" / "lenet_1c0f.pt").is_file()  # trained once for both cells
+    for record in outcome.records:
+        assert record["model"]["trained"] is True
+        assert record["test_accuracy"] > 0.85
+        assert set(record["time_to_accuracy"]) == {"90", "95", "97"}
+        assert record["time_to_accuracy"]["90"] is not None

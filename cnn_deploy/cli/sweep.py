@@ -32,6 +32,11 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cell count and the "
                        "estimated time; run nothing.")] = False,
     data: Annotated[str | None, typer.Option(help="MNIST folder (else $CNNDEPLOY_DATA).")] = None,
+    train_epochs: Annotated[int | None, typer.Option(help="Train each net for up to N epochs "
+                            "first (accuracy and Table 2's time-to-accuracy in its records); "
+                            "default: untrained, since weights don't change speed.")] = None,
+    models: Annotated[Path, typer.Option(help="Where --train-epochs puts checkpoints.")]
+        = Path("models"),
 ) -> None:
     """Time every cell of a thesis group or grid; rerun the same command to resume."""
     from rich.progress import (
@@ -46,6 +51,8 @@ def sweep(
     from cnn_deploy.backends import parse_backends
     from cnn_deploy.errors import BenchError
 
+    if train_epochs is not None and train_epochs < 1:
+        raise BenchError(f"--train-epochs must be at least 1, got {train_epochs}")
     if (group is None) == (grid is None):
         raise BenchError("give either --group 1|2|3|4|all or --grid 'FIELD=VALUES;...', not both")
     backends = parse_backends(backend)
@@ -76,7 +83,8 @@ def sweep(
             bar.update(task, completed=p.done, total=p.total, description=what)
 
         outcome = lib.run_sweep(cells, results, group=label, method=method, duration=duration,
-                                processes=processes, data=data, on_progress=on_progress)
+                                processes=processes, data=data, on_progress=on_progress,
+                                train_epochs=train_epochs, models=models)
     if outcome.skipped:
         render.note(f"{outcome.skipped} of {outcome.total} cells were already in {results}: "
                     "skipped")
