@@ -45,7 +45,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                          "requested_batch": r.get("requested_batch", r.get("batch")),
                          "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
                          "cell": r.get("cell"), "sweep_group": sweep.get("group"),
-                         "sweep_method": sweep.get("method"),
+                         "sweep_method": sweep.get("method"), "drift": sweep.get("drift"),
                          **{f"tta_{a}": tta.get(a) for a in ACCURACIES}})
         elif r.get("kind") == "profile":
             conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
@@ -183,6 +183,13 @@ def table2(rows: Rows) -> Rows:
                     **{f"s_to_{a}": r[f"tta_{a}"] for a in ACCURACIES},
                     **{f"thesis_s_to_{a}": thesis.get(a) for a in ACCURACIES}})
     return out
+
+
+def table1(rows: Rows) -> Rows:
+    """Thesis Table 1: tiles/ms drift from the first to the last loop (sweep --method thesis)."""
+    return [{"net": r["net"], "backend": r["backend"], "batch": r["batch"],
+             "tiles_per_ms": r["tiles_per_ms"], "drift_first_to_last_loop": r["drift"]}
+            for r in _bench(rows) if r.get("drift") is not None]
 
 
 def speedups(rows: Rows) -> Rows:
@@ -347,7 +354,8 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
             plot(f, out / f"{f.key}.png")
     verdicts = conclusions(rows)
     index = out / "index.html"
-    index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths))
+    index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths,
+                                 table1(rows)))
     return Report(index, figs, verdicts, skipped)
 
 
@@ -367,7 +375,7 @@ _ONLOAD = ("window.addEventListener('load',function(){var i=Array.prototype.slic
 
 
 def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, ups: Rows,
-                sources: Sequence[Path]) -> str:
+                sources: Sequence[Path], t1: Rows | None = None) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cnn_deploy report</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style>",
@@ -384,6 +392,7 @@ def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, u
             continue
         data = base64.b64encode(f.path.read_bytes()).decode()
         parts.append(f"<img alt='{html.escape(f.key)}' src='data:image/png;base64,{data}'>")
-    parts += ["<h2>Table 2: time to accuracy (thesis: GTX960)</h2>", _table(t2),
+    parts += ["<h2>Table 1: drift across loops (sweep --method thesis)</h2>", _table(t1 or []),
+              "<h2>Table 2: time to accuracy (thesis: GTX960)</h2>", _table(t2),
               "<h2>Device-vs-device speed-up</h2>", _table(ups), "</body></html>"]
     return "\n".join(parts)

@@ -149,3 +149,19 @@ def test_report_opens_offline_in_chromium(built: Path, tmp_path: Path) -> None:
     assert title is not None and title.group(1) == "images 3/3", done.stdout[:300]
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+
+
+def test_table1_lists_drift_across_thesis_loops() -> None:
+    from cnn_deploy import report
+
+    records = [{"schema": 1, "kind": "bench", "batch": 64, "precision": "fp32",
+                "model": {"spec": {"name": "lenet_1c1f", "conv_layers": 1, "fc_layers": 1}},
+                "backend": {"label": "onnxruntime extended 2t"}, "stats": {"tiles_per_ms": 40.0},
+                "sweep": {"method": "thesis", "drift": -0.12}, "device": {"slug": "cpu-x"}},
+               {"schema": 1, "kind": "bench", "batch": 64, "precision": "fp32",
+                "model": {"spec": {"name": "lenet_2c1f", "conv_layers": 2, "fc_layers": 1}},
+                "backend": {"label": "onnxruntime extended 2t"}, "stats": {"tiles_per_ms": 9.0},
+                "sweep": {"method": "default"}, "device": {"slug": "cpu-x"}}]
+    rows = report.table1(report.tidy(records))
+    assert rows == [{"net": "lenet_1c1f", "backend": "onnxruntime extended 2t", "batch": 64,
+                     "tiles_per_ms": 40.0, "drift_first_to_last_loop": -0.12}]
