@@ -57,7 +57,7 @@ def cli(*args: Any, code: int = 0) -> Result:
     return result
 
 
-def fails(*args: Any, match: str) -> str:
+def assert_fails(*args: Any, match: str) -> str:
     """Exit 1 with exactly one `error:` message on stderr matching ``match``; returns it."""
     result = cli(*args, code=1)
     err = result.stderr
@@ -396,21 +396,21 @@ def test_bench_foreign_onnx_with_dynamic_batch(tmp_path: Path) -> None:
 
 # -- bad input: one clear message, exit 1, no traceback ---------------------------
 def test_missing_model_file() -> None:
-    fails("bench", "nothere.onnx", "--no-save", match=r"no ONNX file at nothere\.onnx")
-    fails("export", "nothere.pt", match=r"no checkpoint at nothere\.pt: .*`cnndeploy train")
-    fails("bench", "model.h5", "--no-save", match=r"expected a \.onnx or \.pt file")
+    assert_fails("bench", "nothere.onnx", "--no-save", match=r"no ONNX file at nothere\.onnx")
+    assert_fails("export", "nothere.pt", match=r"no checkpoint at nothere\.pt: .*`cnndeploy train")
+    assert_fails("bench", "model.h5", "--no-save", match=r"expected a \.onnx or \.pt file")
 
 
 def test_model_and_spec_are_exclusive(trained: Trained) -> None:
-    fails("bench", "--no-save", match="either a model file .* or --spec NAME")
-    fails("bench", trained.onnx, "--spec", "lenet_1c1f", "--no-save",
+    assert_fails("bench", "--no-save", match="either a model file .* or --spec NAME")
+    assert_fails("bench", trained.onnx, "--spec", "lenet_1c1f", "--no-save",
           match="either a model file .* or --spec NAME")
 
 
 def test_corrupt_onnx(tmp_path: Path) -> None:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
-    fails("bench", junk, "--no-save", match=r"junk\.onnx is not a readable ONNX file")
+    assert_fails("bench", junk, "--no-save", match=r"junk\.onnx is not a readable ONNX file")
 
 
 def test_onnx_whose_input_is_not_an_image_batch(tmp_path: Path) -> None:
@@ -426,7 +426,7 @@ def test_onnx_whose_input_is_not_an_image_batch(tmp_path: Path) -> None:
     path = tmp_path / "flat.onnx"
     onnx.save(model, str(path))
     # default --processes 1: the error crosses from the worker process to this one
-    message = fails("bench", path, *FAST, "--batch", "1", "--no-save",
+    message = assert_fails("bench", path, *FAST, "--batch", "1", "--no-save",
                     match=r"input 'x' is \(\?, 784\)")
     assert "expected one NCHW float image batch input (N, C, H, W)" in message
 
@@ -441,15 +441,15 @@ def test_checkpoint_whose_weights_do_not_match_its_spec(trained: Trained, tmp_pa
     bad = tmp_path / "bad.pt"
     torch.save(ck, bad)
     match = r"do not match its spec lenet_2c1f .*`cnndeploy train lenet_2c1f`"
-    fails("export", bad, "--parity-tiles", "0", match=match)
-    fails("bench", bad, "--no-save", match=match)
+    assert_fails("export", bad, "--parity-tiles", "0", match=match)
+    assert_fails("bench", bad, "--no-save", match=match)
 
 
 def test_truncated_checkpoint(trained: Trained, tmp_path: Path) -> None:
     data = trained.checkpoint.read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
-    fails("export", cut, "--parity-tiles", "0",
+    assert_fails("export", cut, "--parity-tiles", "0",
           match=r"cut\.pt is not a readable cnn_deploy checkpoint .*`cnndeploy train")
 
 
@@ -458,7 +458,7 @@ def test_checkpoint_that_is_not_a_cnn_deploy_one(tmp_path: Path) -> None:
 
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
-    fails("export", other, "--parity-tiles", "0", match=r"not a cnn_deploy checkpoint")
+    assert_fails("export", other, "--parity-tiles", "0", match=r"not a cnn_deploy checkpoint")
 
 
 @pytest.fixture
@@ -500,7 +500,7 @@ def test_damaged_idx_file(damaged_data: Any, command: list[str], kind: str) -> N
         match = rf"t10k-labels-idx1-ubyte: truncated: expected {n} bytes, found {found}"
     else:
         match = r"t10k-labels-idx1-ubyte: not an IDX file \(magic bytes 08 03 08 01\)"
-    message = fails(*command, "--data", folder, match=match)
+    message = assert_fails(*command, "--data", folder, match=match)
     assert "cnndeploy data download" in message
 
 
@@ -513,29 +513,29 @@ def test_data_info_on_the_real_folder(mnist_dir: Path) -> None:
 @pytest.mark.parametrize("command", [["train", "lenet_1c1f"], ["data", "info"]],
                          ids=["train", "data-info"])
 def test_missing_mnist_folder(command: list[str]) -> None:
-    fails(*command, "--data", "/nonexistent",
+    assert_fails(*command, "--data", "/nonexistent",
           match=r"--data /nonexistent is not a folder; .*`cnndeploy data download`")
 
 
 def test_unknown_backend(trained: Trained) -> None:
-    fails("bench", trained.onnx, "--backend", "tensorflow", "--no-save",
+    assert_fails("bench", trained.onnx, "--backend", "tensorflow", "--no-save",
           match=r"unknown backend 'tensorflow': choose from torch, onnxruntime")
 
 
 def test_unknown_backend_option(trained: Trained) -> None:
-    fails("bench", trained.onnx, "-o", "tensorflow.threads=1", "--no-save", "--processes", "0",
+    assert_fails("bench", trained.onnx, "-o", "tensorflow.threads=1", "--no-save", "--processes", "0",
           match=r"options for unknown backend\(s\) tensorflow")
-    fails("bench", trained.onnx, "-o", "threads", "--no-save", match=r"BACKEND\.KEY=VALUE")
+    assert_fails("bench", trained.onnx, "-o", "threads", "--no-save", match=r"BACKEND\.KEY=VALUE")
 
 
 def test_malformed_network_name_suggests_the_right_one() -> None:
-    fails("train", "lenet3c1f", match=r"'lenet3c1f' is not a network name.*"
+    assert_fails("train", "lenet3c1f", match=r"'lenet3c1f' is not a network name.*"
                                       r"Did you mean 'lenet_3c1f'\?")
-    fails("bench", "--spec", "LeNet-2c-1f", "--no-save", match=r"Did you mean 'lenet_2c1f'\?")
+    assert_fails("bench", "--spec", "LeNet-2c-1f", "--no-save", match=r"Did you mean 'lenet_2c1f'\?")
 
 
 def test_too_deep_network_says_why() -> None:
-    fails("train", "lenet_9c1f",
+    assert_fails("train", "lenet_9c1f",
           match=r"9 conv layers of 5x5 \(padding 0\) shrink a 28x28 tile to nothing")
 
 
@@ -544,12 +544,12 @@ def test_too_deep_network_says_why() -> None:
     ("0,4", r"--batch values must be positive integers, got '0,4'"),
 ])
 def test_bad_batch(trained: Trained, batch: str, match: str) -> None:
-    fails("bench", trained.onnx, "--batch", batch, "--no-save", match=match)
+    assert_fails("bench", trained.onnx, "--batch", batch, "--no-save", match=match)
 
 
 def test_negative_timing_and_processes(trained: Trained) -> None:
-    fails("bench", trained.onnx, "--duration", "-1", "--no-save", match="must not be negative")
-    fails("bench", trained.onnx, "--processes", "-1", "--no-save",
+    assert_fails("bench", trained.onnx, "--duration", "-1", "--no-save", match="must not be negative")
+    assert_fails("bench", trained.onnx, "--processes", "-1", "--no-save",
           match=r"--processes must be 0 or more")
 
 
@@ -559,7 +559,7 @@ def test_batch_too_large_for_memory_keeps_earlier_records(
 
     monkeypatch.setattr(cnn_deploy.device, "available_memory_bytes", lambda: 50 * 2**20)
     results = tmp_path / "mem.jsonl"
-    fails("bench", trained.onnx, "--backend", "onnxruntime,torch", "--batch", "1,100000", *FAST,
+    assert_fails("bench", trained.onnx, "--backend", "onnxruntime,torch", "--batch", "1,100000", *FAST,
           "--processes", "0", "--results", results,
           match=r"batch 100000 needs about .* is available: use --batch \d+ or less")
     read = read_results(results)
@@ -586,7 +586,7 @@ def test_results_file_cut_by_a_crash(trained: Trained, tmp_path: Path) -> None:
 def test_results_file_that_cannot_be_written(trained: Trained, tmp_path: Path) -> None:
     folder = tmp_path / "a_folder.jsonl"
     folder.mkdir()
-    fails("bench", trained.onnx, "--backend", "onnxruntime", "--batch", "1", *FAST,
+    assert_fails("bench", trained.onnx, "--backend", "onnxruntime", "--batch", "1", *FAST,
           "--processes", "0", "--results", folder,
           match=rf"cannot append to {re.escape(str(folder))} \(Is a directory\): choose another "
                 "--results file")
@@ -617,7 +617,7 @@ def empty_mirror(tmp_path: Path) -> Iterator[str]:
 
 def test_data_download_from_a_mirror_without_the_files(empty_mirror: str, tmp_path: Path) -> None:
     dest = tmp_path / "dl"
-    fails("data", "download", "--mirror", empty_mirror, "--dest", dest,
+    assert_fails("data", "download", "--mirror", empty_mirror, "--dest", dest,
           match=rf"could not download {re.escape(empty_mirror)}train-images-idx3-ubyte\.gz: "
                 r"HTTP 404 .*pass --mirror URL")
     assert list(dest.iterdir()) == []  # no partial file left behind

@@ -139,10 +139,8 @@ class OrtRunner(Runner):
         fp16 = " fp16" if o.get("fp16") else ""
         return f"onnxruntime {PROVIDERS[o['provider']]}{fp16} {o['opt_level']} {self.device}"
 
-    def _activate(self) -> None:
-        ort = import_ort()
-        proto = load_onnx(self.path)
-        self._signature = image_signature(proto, self.path)
+    def _session_options(self, ort: Any) -> Any:
+        """The recorded options as ORT SessionOptions (timing and profiling sessions alike)."""
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                               OPT_LEVELS[self.options["opt_level"]])
@@ -150,6 +148,13 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        return so
+
+    def _activate(self) -> None:
+        ort = import_ort()
+        proto = load_onnx(self.path)
+        self._signature = image_signature(proto, self.path)
+        so = self._session_options(ort)
         wanted = PROVIDERS[self.options["provider"]]
         if wanted not in ort.get_available_providers():
             raise BackendError(f"{wanted} is not in this onnxruntime build "
@@ -206,13 +211,7 @@ class OrtRunner(Runner):
         self.check_input(x)
         ort = import_ort()
         with tempfile.TemporaryDirectory(prefix="cnndeploy-ortprof-") as tmp:
-            so = ort.SessionOptions()
-            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                                  OPT_LEVELS[self.options["opt_level"]])
-            so.intra_op_num_threads = int(self.options["threads"])
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.log_severity_level = 3
+            so = self._session_options(ort)
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "ort")
             optimised = Path(tmp) / "optimised.onnx"
