@@ -7,7 +7,7 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 # The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[dev]'
+python -m pip install -q -e '.[cpu,dev]'
 
 # API contract tests (tests/test_tensorrt_runtime.py, tests/test_cuda.py) check every TensorRT
 # and CUDA runtime name the GPU backend calls against the real packages. These install and
