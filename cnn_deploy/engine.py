@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnn_deploy import __version__
-from cnn_deploy.errors import EngineError
+from cnn_deploy.errors import BackendError, EngineError
 
 PRECISIONS = ("fp32", "fp16")
 MIN_PLAN_BYTES = 256  # anything shorter cannot be a serialised engine
@@ -355,17 +355,15 @@ def _gpu_identity() -> tuple[tuple[str, tuple[int, int]] | None, list[str]]:
             return (str(torch.cuda.get_device_name(0)), (int(major), int(minor))), []
         reasons.append(f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
                        else "torch sees no CUDA device")
+    from cnn_deploy import cuda
+
     try:
-        cudart = importlib.import_module("cuda.bindings.runtime")  # cuda-python 12.6+
-    except ImportError:
-        return None, [*reasons, "cuda-python is not installed"]
-    err, count = cudart.cudaGetDeviceCount()
-    if err == cudart.cudaError_t.cudaSuccess and count > 0:
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if err == cudart.cudaError_t.cudaSuccess:
-            name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-            return (name.rstrip("\x00"), (int(prop.major), int(prop.minor))), []
-    return None, [*reasons, f"cuda-python sees no device ({err})"]
+        if cuda.device_count() > 0:
+            props = cuda.device_properties(0)
+            return (props.name, props.compute_capability), []
+    except BackendError as exc:  # cuda-python missing, or a driver error
+        return None, [*reasons, str(exc)]
+    return None, [*reasons, "cuda-python sees no device"]
 
 
 def _capturing_logger(trt: Any) -> Any:
