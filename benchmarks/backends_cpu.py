@@ -46,8 +46,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cnn_deploy.bench import Cell, Plan, Row, Target, TimingConfig, summarise_cells
-from cnn_deploy.workers import run_plan
+from cnn_deploy.backends.base import Target
+from cnn_deploy.bench.plan import BackendConfig, Cell, Plan
+from cnn_deploy.bench.summary import summarise_cells
+from cnn_deploy.bench.timing import TimingConfig
+from cnn_deploy.bench.workers import run_plan
 
 T = TypeVar("T")
 
@@ -255,7 +258,7 @@ class Result:
 
 
 def row_specs(extra: bool) -> list[tuple[str, dict[str, Any]]]:
-    from cnn_deploy.backends.pytorch import BASELINE_OPTIONS
+    from cnn_deploy.backends.torch import BASELINE_OPTIONS
 
     rows: list[tuple[str, dict[str, Any]]] = [
         ("torch", dict(BASELINE_OPTIONS)), ("torch", {}),
@@ -274,7 +277,8 @@ def bench_net(target: Target, rows: list[tuple[str, dict[str, Any]]], processes:
     net, cells = target.name, []
     meta: list[tuple[float, float]] = []
     for index, (backend, options) in enumerate(rows):
-        plan = Plan(target, (Row(backend, options),), (BATCH,), TimingConfig(), data)
+        config = BackendConfig(backend, options, baseline=index == 0)  # row_specs puts it first
+        plan = Plan(target, (config,), (BATCH,), TimingConfig(), data)
 
         def once(p: Plan = plan) -> list[Cell]:
             return list(run_plan(p, processes))

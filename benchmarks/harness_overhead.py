@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cnn_deploy.backends.base import Runner, Signature
-from cnn_deploy.bench import TimingConfig, time_runner
+from cnn_deploy.bench.timing import TimingConfig, time_runner
 
 
 class TrivialRunner(Runner):
@@ -91,7 +91,7 @@ def harness_ns(runner: Runner, x: np.ndarray, iterations: int) -> tuple[float, f
     config = TimingConfig(warmup_ms=0.0, warmup_iterations=0, min_duration_ms=0.0,
                           min_iterations=iterations, max_duration_ms=float("inf"))
     t0 = time.perf_counter_ns()
-    samples, _ = time_runner(runner, x, config)
+    samples = time_runner(runner, x, config).latency_ms
     wall = time.perf_counter_ns() - t0
     if len(samples) != iterations:
         raise RuntimeError(f"time_runner ran {len(samples)} iterations, not {iterations}")

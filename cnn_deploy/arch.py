@@ -199,12 +199,32 @@ def _bytes(elements: int) -> int:
     return elements * BYTES_PER_ELEMENT
 
 
+THESIS_GROUPS = ("1", "2", "3", "4")
+GROUP_BATCHES = tuple(16 * 2**i for i in range(9))  # 16, 32, ..., 4096
+
+
+def thesis_group(group: str) -> tuple[list[NetSpec], tuple[int, ...]]:
+    """The networks and batches of one of the thesis's four experiment groups (§3.1): 1 FC
+    layers 1-5 x batch 16..4096; 2 conv layers 1-5 x the same batches; 3 FC layers 1-5 x
+    neurons 128..2048 at batch 1024; 4 conv layers 1-5 x depth 5..80 at batch 1024."""
+    layers = range(1, 6)
+    if group == "1":
+        return [NetSpec(conv_layers=1, fc_layers=n) for n in layers], GROUP_BATCHES
+    if group == "2":
+        return [NetSpec(conv_layers=n, fc_layers=1) for n in layers], GROUP_BATCHES
+    if group == "3":
+        return [NetSpec(fc_layers=n, neurons=w) for n in layers
+                for w in (128, 256, 512, 1024, 2048)], (1024,)
+    if group == "4":
+        return [NetSpec(conv_layers=n, depth=d) for n in layers for d in (5, 10, 20, 40, 80)], (1024,)
+    raise SpecError(f"no thesis group '{group}': choose one of {', '.join(THESIS_GROUPS)}")
+
+
 def known_names() -> list[str]:
-    """Names of the thesis's networks (groups 1-4), for suggestions and listings."""
+    """Names of the thesis's networks (groups 1-4, and every C x F), for suggestions."""
     names = [NetSpec(c, f).name for c in range(1, 6) for f in range(0, 6)]
-    names += [NetSpec(1, f, neurons=n).name for f in range(1, 6) for n in (128, 256, 1024, 2048)]
-    names += [NetSpec(c, 1, depth=d).name for c in range(1, 6) for d in (5, 10, 40, 80)]
-    return names
+    names += [s.name for g in THESIS_GROUPS for s in thesis_group(g)[0]]
+    return list(dict.fromkeys(names))
 
 
 def _unknown_name_message(name: str) -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import PhaseTimer
 from cnn_deploy.errors import BackendError
 
 INSTALL_HINT = "pip install cuda-python"
@@ -156,12 +155,26 @@ def elapsed_ms(start: Event, end: Event) -> float:
     return float(check(runtime().cudaEventElapsedTime(start.raw, end.raw), "cudaEventElapsedTime"))
 
 
-class EventTimer(PhaseTimer, _Owned):
-    """One reusable event per phase name, recorded on ``stream``; see :class:`PhaseTimer`."""
+class EventTimer(_Owned):
+    """The one device phase timer (a ``PhaseTimer``): one reusable event per phase name.
 
-    def __init__(self, stream: Stream) -> None:
+    ``mark("start")`` begins an iteration; every later ``mark(name)`` ends phase ``name``;
+    after a synchronise ``elapsed_ms()`` gives each phase's device time. Events come from
+    ``new_event`` and are recorded with ``record``; by default cuda-python events on
+    ``stream``. The torch backend passes ``torch.cuda.Event`` and the current stream.
+    """
+
+    def __init__(self, stream: Stream | None = None, *,
+                 new_event: Callable[[], Any] | None = None,
+                 record: Callable[[Any], None] | None = None,
+                 elapsed: Callable[[Any, Any], float] | None = None,
+                 wait: Callable[[Any], None] | None = None) -> None:
         self.stream = stream
-        self._events: dict[str, Event] = {}
+        self._new = new_event or Event
+        self._record = record or (lambda event: event.record(self.stream))
+        self._elapsed = elapsed or elapsed_ms
+        self._wait = wait or (lambda event: event.synchronize())
+        self._events: dict[str, Any] = {}
         self._order: list[str] = []
 
     def mark(self, phase: str) -> None:
@@ -169,21 +182,22 @@ class EventTimer(PhaseTimer, _Owned):
             self._order = []
         event = self._events.get(phase)
         if event is None:  # created on first use, then reused every iteration
-            event = self._events[phase] = Event()
-        event.record(self.stream)
+            event = self._events[phase] = self._new()
+        self._record(event)
         self._order.append(phase)
 
     def elapsed_ms(self) -> dict[str, float]:
         if not self._order:
             return {}
-        self._events[self._order[-1]].synchronize()
-        return {b: elapsed_ms(self._events[a], self._events[b])
+        self._wait(self._events[self._order[-1]])
+        return {b: float(self._elapsed(self._events[a], self._events[b]))
                 for a, b in zip(self._order, self._order[1:], strict=False)}
 
     def close(self) -> None:
         events, self._events, self._order = self._events, {}, []
         for event in events.values():
-            event.close()
+            if hasattr(event, "close"):
+                event.close()
 
 
 # -- memory and copies ----------------------------------------------------------------

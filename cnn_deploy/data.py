@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_deploy.errors import DataError
+from cnn_deploy.files import file_sha256
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -223,14 +224,6 @@ def load_test_images(explicit: str | os.PathLike[str] | None = None) -> np.ndarr
     return images
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def dataset_sha256(root: Path) -> str:
     """sha256 over the lines `<file sha256>  <stem>\\n` for the four files, in MNIST_FILES order.
 
@@ -241,7 +234,7 @@ def dataset_sha256(root: Path) -> str:
         found = _locate(Path(root), stem)
         if found is None:
             raise DataError(f"{root}: {stem}[.gz]: no such file; {_FIX}")
-        outer.update(f"{_sha256_file(found)}  {stem}\n".encode())
+        outer.update(f"{file_sha256(found)}  {stem}\n".encode())
     return outer.hexdigest()
 
 
@@ -324,7 +317,7 @@ def download_mnist(
             raise DataError(f"no sha256 given for {name}; checksums must name all four .gz files")
         final = dest / name
         paths.append(final)
-        if final.is_file() and _sha256_file(final) == expected.lower():
+        if final.is_file() and file_sha256(final) == expected.lower():
             continue
         url = base_url.rstrip("/") + "/" + name
         part = dest / f"{name}.part"

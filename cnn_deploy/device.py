@@ -20,12 +20,12 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("cnn-deploy", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu",
-             "tensorrt", "cuda-python")
+# Always recorded; each backend adds its own packages (cnn_deploy.backends.registry.packages).
+LIBRARIES = ("cnn-deploy", "numpy", "onnx")
 
 
 @functools.cache
@@ -56,9 +56,10 @@ def device_record() -> dict[str, Any]:
     return record
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(packages: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of the always-recorded libraries and of ``packages``."""
     versions = {}
-    for name in LIBRARIES:
+    for name in dict.fromkeys((*LIBRARIES, *packages)):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -77,15 +78,20 @@ def cpu_model() -> str:
 
 def device_slug(record: dict[str, Any]) -> str:
     """A folder-safe name for this device, e.g. 'cpu-amd-epyc-7b13-2c' or, on a GPU,
-    'cuda-nvidia-h100-80gb-hbm3-sm90' (engines are per GPU model and compute capability)."""
+    'nvidia-h100-80gb-hbm3-sm90': the same :func:`gpu_slug` names the engine folder."""
     gpu = record.get("gpu") or {}
     if record.get("kind") == "cuda" and gpu.get("name"):
-        slug = re.sub(r"[^a-z0-9]+", "-", str(gpu["name"]).lower()).strip("-")[:40]
-        cc = str(gpu.get("compute_capability", "")).replace(".", "")
-        return f"cuda-{slug}" + (f"-sm{cc}" if cc else "")
+        cc = tuple(int(p) for p in str(gpu.get("compute_capability") or "0.0").split(".")[:2])
+        return gpu_slug(str(gpu["name"]), (cc[0], cc[1] if len(cc) > 1 else 0))
     name = re.sub(r"\((?:R|TM)\)|CPU|Processor|@.*$", "", str(record.get("cpu", "cpu")))
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
     return f"{record.get('kind', 'cpu')}-{slug}-{record.get('usable_cpus')}c"
+
+
+def gpu_slug(name: str, cc: tuple[int, int]) -> str:
+    """'NVIDIA H100 80GB HBM3', (9, 0) -> 'nvidia-h100-80gb-hbm3-sm90': the one name of a GPU
+    model, for engine folders (engines are per GPU model and compute capability) and records."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:48] or 'gpu'}-sm{cc[0]}{cc[1]}"
 
 
 def available_memory_bytes() -> int | None:

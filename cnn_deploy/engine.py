@@ -8,11 +8,9 @@ imported only inside the functions that use them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
-import os
 import re
 import shlex
 import time
@@ -23,7 +21,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnn_deploy import __version__
+from cnn_deploy.device import gpu_slug
 from cnn_deploy.errors import BackendError, EngineError
+from cnn_deploy.files import file_sha256, write_atomic
 
 PRECISIONS = ("fp32", "fp16")
 MIN_PLAN_BYTES = 256  # anything shorter cannot be a serialised engine
@@ -87,7 +87,7 @@ class Sidecar:
 
 def write_sidecar(plan: Path, sidecar: Sidecar) -> Path:
     path = plan.with_suffix(".json")
-    _write_atomic(path, (json.dumps(asdict(sidecar), indent=2) + "\n").encode())
+    write_atomic(path, json.dumps(asdict(sidecar), indent=2) + "\n", "the engine sidecar", EngineError)
     return path
 
 
@@ -107,9 +107,8 @@ def read_sidecar(plan: Path) -> Sidecar | None:
                           f"{str(exc)[:200]}): delete it and rebuild with `cnndeploy build`") from None
 
 
-def gpu_slug(name: str, cc: tuple[int, int]) -> str:
-    """'NVIDIA H100 80GB HBM3', (9, 0) -> 'nvidia-h100-80gb-hbm3-sm90'."""
-    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:48] or 'gpu'}-sm{cc[0]}{cc[1]}"
+class NoBuilderError(EngineError):
+    """No TensorRT builder or no GPU here: the message says which is missing."""
 
 
 def engine_path(onnx: Path, precision: str, device_slug: str, root: Path = Path("engines")) -> Path:
@@ -294,13 +293,14 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
     if serialized is None:
         raise EngineError(f"TensorRT could not build {onnx}: "
                           + ("; ".join(logger.errors[-5:]) or "it logged no error"))
-    _write_atomic(out, serialized)
+    write_atomic(out, bytes(serialized), "the engine", EngineError)
     if options.timing_cache is not None:
-        _write_atomic(options.timing_cache, config.get_timing_cache().serialize())
+        write_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()),
+                     "the timing cache", EngineError)
     sidecar = Sidecar(
         tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=cc,
         precision=options.precision, min_batch=options.min_batch, opt_batch=options.opt_batch,
-        max_batch=options.max_batch, source_onnx=str(onnx), source_sha256=_sha256(onnx),
+        max_batch=options.max_batch, source_onnx=str(onnx), source_sha256=file_sha256(onnx),
         input_name=",".join(t.name for t in inputs), plan_bytes=out.stat().st_size,
         build_seconds=seconds, opt_level=options.opt_level, workspace_mib=options.workspace_mib,
         timing_cache=None if options.timing_cache is None else str(options.timing_cache),
@@ -312,7 +312,7 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
 
 def onnx_precision(onnx: Path) -> str:
     """'fp16' or 'fp32': the export metadata, else whether any weight is float16."""
-    from cnn_deploy.backends.ort import load_onnx
+    from cnn_deploy.onnxfile import load_onnx
 
     proto = load_onnx(onnx, load_weights=False)
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -336,11 +336,7 @@ def _builder_and_gpu() -> tuple[Any, tuple[str, tuple[int, int]]]:
     if gpu is None:
         missing.append(f"no NVIDIA GPU visible ({'; '.join(reasons)})")
     if missing or gpu is None:
-        from cnn_deploy.backends import probe_all
-
-        usable = [f"{a.backend} ({a.target})" for a in probe_all() if a.usable]
-        raise EngineError(f"cannot build a TensorRT engine here: {' and '.join(missing)}; usable "
-                          f"here: {', '.join(usable) or 'none'}")
+        raise NoBuilderError(f"cannot build a TensorRT engine here: {' and '.join(missing)}")
     return trt, gpu
 
 
@@ -386,16 +382,3 @@ def _capturing_logger(trt: Any) -> Any:
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise EngineError(f"--precision must be fp32 or fp16, got '{precision}'")
-
-
-def _write_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -20,22 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from cnn_deploy import __version__
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.data import MNIST_MEAN, MNIST_STD, PIXEL_MAX, TILE
 from cnn_deploy.errors import ModelError
+from cnn_deploy.onnxfile import META_PREFIX
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from cnn_deploy.data import Mnist
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "tiles"
 OUTPUT_NAME = "logits"
-META_PREFIX = "cnn_deploy."
 INPUT_CONTRACT = {
     "layout": "NCHW",
     "shape": ["batch", 1, TILE, TILE],
@@ -79,34 +76,23 @@ def _make_affine(scale: float, shift: float) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class Parity:
-    tiles: int
-    max_abs_error: float
-    top1_agreement: float
-    onnx_accuracy: float
-
-
-@dataclass(frozen=True)
 class ExportResult:
     path: Path
     opset: int
-    parity: Parity | None
     fp16_path: Path | None
-    fp16_parity: Parity | None
-    fp16_note: str | None
 
 
 def export_checkpoint(
     checkpoint_path: Path,
     out: Path | None = None,
     *,
-    data: Mnist | None = None,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
-    parity_tiles: int = 2000,
 ) -> ExportResult:
-    """Export a checkpoint to ONNX (and optionally an fp16 twin); check and compare it."""
-    from cnn_deploy.train import file_sha256, load_checkpoint
+    """Export a checkpoint to ONNX (and optionally an fp16 twin), each checked by
+    ``onnx.checker``; the accuracy check against PyTorch is :mod:`cnn_deploy.bench.accuracy`'s."""
+    from cnn_deploy.files import file_sha256
+    from cnn_deploy.train import load_checkpoint
 
     spec, model, checkpoint = load_checkpoint(checkpoint_path)
     out = out or checkpoint_path.with_suffix(".onnx")
@@ -121,18 +107,12 @@ def export_checkpoint(
         "exporter": f"cnn_deploy {__version__}",
     }
     export_module(raw_pixel_module(model), out, {**meta, "precision": "fp32"}, opset)
-    parity = check_parity(model, out, data, parity_tiles) if data is not None else None
-    fp16_path = fp16_parity = fp16_note = None
+    fp16_path = None
     if fp16:
         fp16_path = out.with_name(out.stem + "_fp16.onnx")
         export_module(_half_inside(raw_pixel_module(model)), fp16_path,
                       {**meta, "precision": "fp16"}, opset)
-        if data is not None:
-            try:
-                fp16_parity = check_parity(model, fp16_path, data, parity_tiles)
-            except ModelError as exc:
-                fp16_note = f"fp16 parity not checked on this machine: {exc}"
-    return ExportResult(out, opset, parity, fp16_path, fp16_parity, fp16_note)
+    return ExportResult(out, opset, fp16_path)
 
 
 def _half_inside(model: nn.Module) -> nn.Module:
@@ -199,37 +179,6 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def check_parity(model: nn.Module, onnx_path: Path, data: Mnist, tiles: int = 2000) -> Parity:
-    """Compare ONNX Runtime on raw pixels with PyTorch on normalised pixels, real test digits."""
-    import torch
-
-    from cnn_deploy.backends.ort import OrtRunner
-    from cnn_deploy.data import to_float
-
-    raw = to_float(data.test_images[:tiles], normalise=False)
-    labels = data.test_labels[:tiles]
-    with torch.inference_mode():
-        expected = model.eval()(torch.from_numpy(to_float(data.test_images[:tiles],
-                                                          normalise=True))).numpy()
-    with OrtRunner(onnx_path) as runner:
-        got = runner.infer(raw)
-    return Parity(
-        tiles=len(raw),
-        max_abs_error=float(np.max(np.abs(got.astype(np.float64) - expected))),
-        top1_agreement=float(np.mean(got.argmax(1) == expected.argmax(1))),
-        onnx_accuracy=float(np.mean(got.argmax(1) == labels)),
-    )
-
-
-def read_metadata(onnx_path: Path) -> dict[str, str]:
-    """The cnn_deploy metadata props of an ONNX file (empty for files from elsewhere)."""
-    from cnn_deploy.backends.ort import load_onnx
-
-    proto = load_onnx(onnx_path, load_weights=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props
-            if p.key.startswith(META_PREFIX)}
 
 
 def spec_from_metadata(meta: dict[str, str]) -> NetSpec | None:

@@ -7,7 +7,6 @@ the weights, metrics, the thesis Table 2 milestones and the dataset's hash.
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -211,14 +210,6 @@ def load_checkpoint(path: Path) -> tuple[NetSpec, nn.Module, dict[str, Any]]:
         ) from None
     model.eval()
     return spec, model, checkpoint
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_reason(exc: BaseException) -> str:

@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 export CNNDEPLOY_DATA="${CNNDEPLOY_DATA:-$(cd .. && pwd)/shared/data/mnist}"
 ruff check cnn_deploy tests benchmarks
 mypy cnn_deploy
+# DESIGN.md's layers and independent backends (pyproject.toml [tool.importlinter]): no cycles, no
+# import against the flow.
+lint-imports
 python -m pytest "$@"

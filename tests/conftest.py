@@ -98,5 +98,5 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist: Any) -> Trained:
     checkpoint = train(NetSpec.from_name("lenet_1c1f"), mnist,
                        TrainConfig(epochs=1, train_subset=3000))
     path = save_checkpoint(checkpoint, folder / "lenet_1c1f.pt")
-    exported = export_checkpoint(path, parity_tiles=0)
+    exported = export_checkpoint(path)
     return Trained(path, exported.path, mnist)

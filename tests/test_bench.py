@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
-from cnn_deploy.bench import (
-    Cell,
-    Stats,
-    TimingConfig,
-    stability_warnings,
-    summarise,
-    summarise_cells,
-    time_runner,
-    time_runner_phased,
-)
-from cnn_deploy.errors import BenchError
+from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.summary import summarise_cells
+from cnn_deploy.bench.timing import Stats, TimingConfig, stability_warnings, summarise, time_runner
 
 
 class FakeClockRunner(Runner):
@@ -81,8 +73,8 @@ def test_warmup_is_not_counted_and_stops_on_duration_and_count() -> None:
     runner = FakeClockRunner([5.0] * 3 + [1.0] * 1000)  # 3 slow warm-up runs
     config = TimingConfig(warmup_ms=12.0, warmup_iterations=2, min_duration_ms=50.0,
                           min_iterations=10)
-    samples, warm = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
-                                clock=runner.clock)
+    timed = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config, clock=runner.clock)
+    samples, warm = timed.latency_ms, timed.warmup_iterations
     assert warm == 3  # 2 iterations were not 12 ms yet; the third reached 15 ms
     assert all(s == pytest.approx(1.0) for s in samples)
     assert len(samples) == 50  # duration (50 ms) binds after the count (10)
@@ -92,8 +84,8 @@ def test_min_iterations_binds_when_runs_are_slow() -> None:
     runner = FakeClockRunner([100.0])
     config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=10.0,
                           min_iterations=7)
-    samples, warm = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
-                                clock=runner.clock)
+    timed = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config, clock=runner.clock)
+    samples, warm = timed.latency_ms, timed.warmup_iterations
     assert (len(samples), warm) == (7, 0)
 
 
@@ -101,8 +93,8 @@ def test_max_duration_caps_a_huge_cell() -> None:
     runner = FakeClockRunner([400.0])
     config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=0,
                           min_iterations=100, max_duration_ms=1000.0)
-    samples, _ = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
-                             clock=runner.clock)
+    samples = time_runner(runner, np.zeros((1, 1, 28, 28), np.float32), config,
+                          clock=runner.clock).latency_ms
     assert len(samples) == 3
 
 
@@ -122,7 +114,7 @@ def _cell(row: int, label: str, batch: int, ms: float, process: int) -> Cell:
     samples = [ms] * 10
     stats: Stats = summarise(samples, batch)
     return Cell(row, label, "fake", {}, "cpu", batch, batch, samples, 0, stats, [], [], "noise",
-                1.0, process)
+                1.0, process, baseline="[baseline]" in label)
 
 
 def test_combining_processes_reports_median_spread_and_speedup() -> None:
@@ -170,15 +162,14 @@ class FakeGpuRunner(FakeClockRunner):
 def test_phased_timing_separates_enqueue_latency_and_device_phases() -> None:
     runner = FakeGpuRunner([0.0])
     config = TimingConfig(warmup_ms=0, warmup_iterations=1, min_duration_ms=0, min_iterations=4)
-    out = time_runner_phased(runner, np.zeros((2, 1, 28, 28), np.float32), config,
-                             clock=runner.clock)
+    out = time_runner(runner, np.zeros((2, 1, 28, 28), np.float32), config, clock=runner.clock)
     assert out.warmup_iterations == 1
     assert out.latency_ms == [5.0] * 4
     assert out.phases_ms == {"h2d": [1.0] * 4, "compute": [3.0] * 4, "d2h": [1.0] * 4}
-    assert len(out.enqueue_ms) == 4
+    assert out.enqueue_ms is not None and len(out.enqueue_ms) == 4
 
 
-def test_phased_timing_refuses_a_cpu_runner() -> None:
-    with pytest.raises(BenchError, match="no device timer"):
-        time_runner_phased(FakeClockRunner([1.0]), np.zeros((1, 1, 28, 28), np.float32),
-                           TimingConfig())
+def test_a_cpu_runner_has_host_latency_only() -> None:
+    config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=0, min_iterations=3)
+    out = time_runner(FakeClockRunner([2.0]), np.zeros((1, 1, 28, 28), np.float32), config)
+    assert len(out.latency_ms) == 3 and out.enqueue_ms is None and out.phases_ms is None

@@ -80,7 +80,7 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def read_results(path: Path) -> Any:
-    from cnn_deploy import results
+    from cnn_deploy.results import store as results
 
     return results.read(path)
 
@@ -212,7 +212,7 @@ def test_export_writes_checked_onnx_with_metadata_and_parity(trained: Trained,
     import torch
     from onnx.external_data_helper import uses_external_data
 
-    from cnn_deploy.train import file_sha256
+    from cnn_deploy.files import file_sha256
 
     out = tmp_path / "exported" / "net.onnx"
     result = cli("export", trained.checkpoint, "--out", out, "--fp16", "--parity-tiles", "200")
@@ -247,8 +247,8 @@ def test_export_writes_checked_onnx_with_metadata_and_parity(trained: Trained,
 
 # -- bench -------------------------------------------------------------------------
 def test_bench_table_and_results_records(trained: Trained, tmp_path: Path) -> None:
-    from cnn_deploy.results import SCHEMA_VERSION
-    from cnn_deploy.train import file_sha256
+    from cnn_deploy.files import file_sha256
+    from cnn_deploy.results.store import SCHEMA_VERSION
 
     results = tmp_path / "out" / "bench.jsonl"
     result = cli("bench", trained.onnx, "--backend", "onnxruntime,torch", "--batch", "1,4",
@@ -524,7 +524,7 @@ def test_unknown_backend(trained: Trained) -> None:
 
 def test_unknown_backend_option(trained: Trained) -> None:
     assert_fails("bench", trained.onnx, "-o", "tensorflow.threads=1", "--no-save", "--processes", "0",
-          match=r"options for unknown backend\(s\) tensorflow")
+          match=r"unknown backend 'tensorflow': choose from torch, onnxruntime")
     assert_fails("bench", trained.onnx, "-o", "threads", "--no-save", match=r"BACKEND\.KEY=VALUE")
 
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cnn_deploy.cli import app
-from cnn_deploy.results import read
+from cnn_deploy.results.store import read
 
 runner = CliRunner()
 FAST = ["--batch", "8", "--runs", "2"]

@@ -14,7 +14,9 @@ from cnn_deploy.arch import NetSpec
 from cnn_deploy.backends.ort import OrtRunner
 from cnn_deploy.data import load_mnist, to_float
 from cnn_deploy.errors import ModelError
-from cnn_deploy.export import export_checkpoint, export_module, raw_pixel_module, read_metadata
+from cnn_deploy.export import export_module, raw_pixel_module
+from cnn_deploy.jobs import export as export_checkpoint
+from cnn_deploy.onnxfile import read_metadata
 from cnn_deploy.train import TrainConfig, save_checkpoint, train
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,14 +13,16 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cnn_deploy import device, enginebench, pipeline
-from cnn_deploy.backends import probe_all
-from cnn_deploy.backends.base import Runner, Signature
+from cnn_deploy import device
+from cnn_deploy.backends import registry
+from cnn_deploy.backends.base import Runner, Signature, Target
 from cnn_deploy.backends.ort import provider_options
-from cnn_deploy.bench import Cell, Target, summarise
+from cnn_deploy.bench import accuracy, targets
+from cnn_deploy.bench.phases import GPU_CV_THRESHOLD, gpu_report, gpu_reports, gpu_warnings, phase_stats
+from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.timing import summarise
 from cnn_deploy.cli import app, render
-from cnn_deploy.errors import BenchError
-from cnn_deploy.gpureport import GPU_CV_THRESHOLD, gpu_report, gpu_reports, gpu_warnings, phase_stats
+from cnn_deploy.errors import BackendError, BenchError
 
 
 def gpu_cell(compute: list[float], *, h2d: float = 0.01, d2h: float = 0.01, enqueue: float = 0.05,
@@ -123,7 +124,7 @@ def test_gpu_table_shows_each_quantity_and_both_tiles_per_ms() -> None:
 
 # -- bench --engine on a machine without a GPU ----------------------------------------
 def test_bench_engine_without_a_gpu_says_so_in_one_line(tmp_path: Path) -> None:
-    if any(a.usable and a.target not in pipeline.CPU_TARGETS for a in probe_all()):
+    if registry.gpu_usable():
         pytest.skip("a GPU backend is usable here")
     plan = tmp_path / "lenet_3c1f_fp16.plan"
     plan.write_bytes(b"not an engine")
@@ -143,24 +144,21 @@ def test_bench_engine_refuses_a_model_file_as_well(tmp_path: Path) -> None:
 
 
 def test_engine_rows_without_cuda_torch_keep_only_the_engine() -> None:
-    if any(a.usable for a in probe_all() if a.backend == "torch" and a.target == "cuda"):
-        pytest.skip("torch sees a GPU here")
-    target = Target("lenet_1c1f", spec=enginebench.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
+    if registry.gpu_usable():
+        pytest.skip("a GPU backend is usable here")
+    target = Target("lenet_1c1f", spec=targets.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
                     engine=Path("lenet_1c1f_fp16.plan"))
-    rows, notes = enginebench.build_engine_rows(target, {})
-    assert [r.backend for r in rows] == ["tensorrt"]
-    assert any(n.startswith("no torch rows") for n in notes)
-    with pytest.raises(BenchError, match="unknown backend"):
-        enginebench.build_engine_rows(target, {"tensorflow": {}})
+    with pytest.raises(BenchError, match="no backend usable here") as caught:
+        targets.build_rows(target, targets.default_backends(target, {}), {})
+    assert "no torch rows" in str(caught.value) and "tensorrt skipped" in str(caught.value)
+    with pytest.raises(BackendError, match="unknown backend"):
+        targets.build_rows(target, ["tensorrt"], {"tensorflow": {}})
 
 
 def test_network_and_profile_come_from_engine_names_and_sidecars() -> None:
-    spec = enginebench.spec_from_engine_name(Path("engines/x/lenet_3c1f_fp16.plan"))
+    spec = targets.spec_from_engine_name(Path("engines/x/lenet_3c1f_fp16.plan"))
     assert spec is not None and spec.name == "lenet_3c1f"
-    assert enginebench.spec_from_engine_name(Path("resnet50.plan")) is None
-    sidecar = SimpleNamespace(min_batch=4, opt_batch=256, max_batch=1024, precision="fp16")
-    assert enginebench.engine_profile(sidecar) == (4, 1024)
-    assert enginebench.engine_profile(None) is None
+    assert targets.spec_from_engine_name(Path("resnet50.plan")) is None
 
 
 # -- the device record ------------------------------------------------------------------
@@ -268,7 +266,7 @@ def test_gpu_record_from_nvml_fields(fake_driver: None) -> None:
     assert record["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
     assert nvml.open == 0  # every nvmlInit was shut down again
     slug = device.device_slug({"kind": "cuda", "gpu": record})
-    assert slug == "cuda-nvidia-h100-80gb-hbm3-sm90"
+    assert slug == "nvidia-h100-80gb-hbm3-sm90"  # the engine folder's name too
     assert device.energy_mj(0, nvml) == 9_000_000_123.0
 
 
@@ -346,8 +344,7 @@ def test_engine_accuracy_compares_top1_with_the_reference(mnist: Any) -> None:
         return np.zeros(len(x), dtype=int)
 
     engine = ScriptedRunner(zeros, fixed_batch=300)
-    result = enginebench.engine_accuracy(lambda: engine, mnist, lambda: ScriptedRunner(perfect),
-                                      tiles=1000, batch=256)
+    result = accuracy.agreement(engine, ScriptedRunner(perfect), mnist, tiles=1000, batch=256)
     share_of_zeros = float(np.mean(mnist.test_labels[:1000] == 0))
     assert result.tiles == 1000
     assert result.reference_accuracy == 1.0

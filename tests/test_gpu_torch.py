@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from cnn_deploy.arch import NetSpec
-from cnn_deploy.backends.pytorch import BASELINE_OPTIONS, TorchRunner
-from cnn_deploy.bench import TimingConfig, time_runner_phased
+from cnn_deploy.backends.torch import BASELINE_OPTIONS, TorchRunner
+from cnn_deploy.bench.timing import TimingConfig, time_runner
 from cnn_deploy.errors import BackendError
 
 SPECS = ("lenet_1c1f", "lenet_5c1f", "lenet_1c5f", "lenet_3c3f")
@@ -76,7 +76,7 @@ def test_cuda_runner_times_phases_and_matches_the_cpu(name: str, cuda_graph: boo
     gpu = seeded_runner(name, {"device": "cuda", "cuda_graph": cuda_graph})
     try:
         want = cpu.infer(x)
-        timed = time_runner_phased(gpu, x, TimingConfig.quick())
+        timed = time_runner(gpu, x, TimingConfig.quick())
         got = gpu.infer(x)
     finally:  # last in, first out: each runner restores the inference mode it found
         gpu.__exit__(None, None, None)
@@ -97,8 +97,8 @@ def test_cuda_runner_times_phases_and_matches_the_cpu(name: str, cuda_graph: boo
 
 @pytest.mark.gpu
 def test_benchmark_on_cuda_gives_trtexec_style_reports() -> None:
-    from cnn_deploy.bench import Target
-    from cnn_deploy.pipeline import benchmark
+    from cnn_deploy.backends.base import Target
+    from cnn_deploy.jobs import benchmark
 
     spec = NetSpec.from_name("lenet_1c1f")
     outcome = benchmark(Target(spec.name, None, spec), ["torch"], [BATCH],

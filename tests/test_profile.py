@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from cnn_deploy import pipeline
-from cnn_deploy import profile as prof
-from cnn_deploy.backends.base import LayerTime
+from cnn_deploy.backends.base import LayerTime, Target
 from cnn_deploy.backends.ort import ort_layer_times
-from cnn_deploy.bench import Target, TimingConfig
+from cnn_deploy.bench import targets as pipeline
+from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError, SpecError
-from cnn_deploy.results import read
+from cnn_deploy.profile import categories
+from cnn_deploy.profile import run as prof
+from cnn_deploy.profile import table as ptable
+from cnn_deploy.results import records
+from cnn_deploy.results.store import read
 
 TIMING = TimingConfig(warmup_ms=5.0, warmup_iterations=1, min_duration_ms=10.0, min_iterations=3)
 
@@ -39,7 +42,7 @@ def by_op(p: prof.Profile) -> dict[str, list[dict]]:
 def test_ort_default_is_the_fused_deployed_graph(lenet_3c1f: Target) -> None:
     p = run(lenet_3c1f, "onnxruntime")
     assert p.fused and p.options["opt_level"] == "extended"
-    assert prof.categorised_share(p.table) >= 0.95
+    assert ptable.categorised_share(p.table) >= 0.95
     ops = by_op(p)
     # ORT 1.x at EXTENDED: Conv+Relu -> FusedConv (named after the Conv), Gemm+Relu ->
     # FusedGemm ("fused node_linear"); MaxPool, Reshape and the classifier Gemm stay.
@@ -68,7 +71,7 @@ def test_ort_unfused_keeps_every_op_separate(lenet_3c1f: Target) -> None:
     assert not any(r["category"] == "fused" for r in p.table)
     assert [r["arch_layers"] for r in p.table if r["arch_layers"]] == [
         c.layer for c in lenet_3c1f.spec.layer_costs()]
-    assert prof.categorised_share(p.table) >= 0.95
+    assert ptable.categorised_share(p.table) >= 0.95
 
 
 def test_torch_eager_top_level_aten_ops(lenet_3c1f: Target) -> None:
@@ -79,7 +82,7 @@ def test_torch_eager_top_level_aten_ops(lenet_3c1f: Target) -> None:
     assert [r["layer"] for r in p.table][:2] == ["aten::conv2d#0", "aten::relu#0"]
     assert [r["arch_layers"] for r in p.table if r["arch_layers"]] == [
         c.layer for c in lenet_3c1f.spec.layer_costs()]
-    assert prof.categorised_share(p.table) >= 0.95
+    assert ptable.categorised_share(p.table) >= 0.95
     assert p.overhead_ratio > 0
 
 
@@ -89,7 +92,7 @@ def test_the_expected_category_dominates(name: str, dominant: str) -> None:
     # 95.8-96.0 % of layer time; lenet_1c5f gemm 69.6-70.2 % (conv 15-16 %, pool 7.5 %).
     with pipeline.resolve_target(None, name) as (target, _):
         p = prof.profile_target(target, "onnxruntime", 16, runs=3, unfused=True, timing=TIMING)
-    totals = prof.category_totals(p.table)
+    totals = ptable.category_totals(p.table)
     assert totals[0]["category"] == dominant, totals
     assert totals[0]["share"] > 0.5
 
@@ -97,7 +100,7 @@ def test_the_expected_category_dominates(name: str, dominant: str) -> None:
 def test_records_round_trip(lenet_3c1f: Target, tmp_path: Path) -> None:
     p = run(lenet_3c1f, "onnxruntime")
     path = tmp_path / "r.jsonl"
-    run_id = prof.save_profiles([p], path)
+    run_id = records.save_profiles([p], path)
     (record,) = read(path).records
     assert record["kind"] == "profile" and record["run_id"] == run_id
     assert record["device"]["kind"] == "cpu" and "onnxruntime" in record["versions"]
@@ -122,16 +125,16 @@ def test_ort_events_are_split_into_runs_and_the_warm_up_dropped() -> None:
     got = ort_layer_times(events, {"c": ("Conv", "Relu")}, skip=1)
     assert got == [LayerTime("c", "FusedConv", 0.02, 0, ("Conv", "Relu")),
                    LayerTime("g", "Gemm", 0.004, 0)]
-    assert prof.categorise(got[0]) == ("fused", ("conv", "elementwise"))
+    assert categories.categorise(got[0]) == ("fused", ("conv", "elementwise"))
 
 
 def test_op_categories() -> None:
-    assert prof.op_category("aten::mkldnn_convolution") == "conv"
-    assert prof.op_category("aten::addmm") == "gemm"
-    assert prof.op_category("aten::max_pool2d_with_indices") == "pool"
-    assert prof.op_category("Relu") == "elementwise"
-    assert prof.op_category("aten::copy_") == "memory"
-    assert prof.op_category("SomethingNew") == "other"
+    assert categories.op_category("aten::mkldnn_convolution") == "conv"
+    assert categories.op_category("aten::addmm") == "gemm"
+    assert categories.op_category("aten::max_pool2d_with_indices") == "pool"
+    assert categories.op_category("Relu") == "elementwise"
+    assert categories.op_category("aten::copy_") == "memory"
+    assert categories.op_category("SomethingNew") == "other"
 
 
 def test_expand_specs() -> None:
@@ -158,7 +161,7 @@ def test_tensorrt_layers_are_categorised_by_their_names() -> None:
                         ("node_conv2d", "node_relu")),
               LayerTime("Reformatting CopyNode for Input Tensor 0 to node_conv2d + node_relu",
                         "Reformat", 1.0, 0)]
-    table = prof.layer_table(layers, 16, None, prof.categorise_trt)
+    table = ptable.layer_table(layers, 16, None)  # the one categoriser, whatever the backend
     assert [(r["category"], r["constituents"]) for r in table] == [
         ("fused", "conv+elementwise"), ("memory", "")]
     assert table[0]["share"] == 0.75

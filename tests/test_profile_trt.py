@@ -16,14 +16,9 @@ import numpy as np
 import pytest
 
 from cnn_deploy.backends.base import LayerTime
+from cnn_deploy.backends.trt_layers import constituent_names, onnx_layer_names, parse_layer_information
 from cnn_deploy.errors import BenchError, EngineError
-from cnn_deploy.profile_trt import (
-    CATEGORIES,
-    category_of_trt_layer,
-    constituent_names,
-    onnx_layer_names,
-    parse_layer_information,
-)
+from cnn_deploy.profile.categories import CATEGORIES, category_of_trt_layer
 
 NAMES = [
     # TREx example graph, trt-engine-explorer/examples/pytorch/resnet/A100/fp16/resnet.onnx.engine.graph.json

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cnn_deploy import pipeline
-from cnn_deploy import profile as prof
-from cnn_deploy import report as rep
-from cnn_deploy.bench import TimingConfig
+from cnn_deploy import jobs
+from cnn_deploy.bench import targets as pipeline
+from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.cli import app
-from cnn_deploy.results import read
+from cnn_deploy.profile import run as prof
+from cnn_deploy.results import records as result_records
+from cnn_deploy.results.store import read
+from cnn_deploy.study import report as rep
 
 NETS = ("lenet_1c1f", "lenet_2c1f", "lenet_1c2f")
 BATCHES = (16, 64)
@@ -33,11 +35,11 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
     quick = TimingConfig(warmup_ms=5.0, min_duration_ms=30.0, min_iterations=3)
     for net in NETS:
         with pipeline.resolve_target(None, net) as (target, _):
-            pipeline.benchmark(target, ["onnxruntime"], BATCHES, timing=quick, processes=0,
+            jobs.benchmark(target, ["onnxruntime"], BATCHES, timing=quick, processes=0,
                                results=path)
     with pipeline.resolve_target(None, "lenet_2c1f") as (target, _):
         p = prof.profile_target(target, "onnxruntime", 16, runs=2, timing=quick)
-    prof.save_profiles([p], path)
+    result_records.save_profiles([p], path)
     return path
 
 
@@ -152,7 +154,7 @@ def test_report_opens_offline_in_chromium(built: Path, tmp_path: Path) -> None:
 
 
 def test_table1_lists_drift_across_thesis_loops() -> None:
-    from cnn_deploy import report
+    from cnn_deploy.study import report
 
     records = [{"schema": 1, "kind": "bench", "batch": 64, "precision": "fp32",
                 "model": {"spec": {"name": "lenet_1c1f", "conv_layers": 1, "fc_layers": 1}},

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from cnn_deploy import results
 from cnn_deploy.errors import ResultsError
+from cnn_deploy.results import records
+from cnn_deploy.results import store as results
 
 
 def _record(i: int) -> dict[str, object]:
-    return results.make_record("bench", "run", {"batch": i, "samples_ms": [0.1, 0.2]},
+    return records.make_record("bench", "run", {"batch": i, "samples_ms": [0.1, 0.2]},
                                {"kind": "cpu"}, {"numpy": "x"})
 
 

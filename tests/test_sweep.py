@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from cnn_deploy import results, sweep
-from cnn_deploy.bench import Cell, TimingConfig, summarise
+from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.timing import TimingConfig, summarise
 from cnn_deploy.cli import app
 from cnn_deploy.errors import BenchError
+from cnn_deploy.results import records
+from cnn_deploy.results import store as results
+from cnn_deploy.study import sweep
 
 GRID = "conv_layers=1,2;batch=16,32"
 KEYS = ["lenet_1c1f|b16|onnxruntime|fp32", "lenet_1c1f|b32|onnxruntime|fp32",
@@ -151,7 +154,7 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_cells(tmp_path: P
 
 # -- results: merge and locked appends ------------------------------------------------
 def _record(i: int, schema: int = results.SCHEMA_VERSION) -> dict[str, Any]:
-    record = results.make_record("bench", "run", {"cell": f"c{i}", "batch": i}, {}, {})
+    record = records.make_record("bench", "run", {"cell": f"c{i}", "batch": i}, {}, {})
     return {**record, "schema": schema, "time_utc": "2026-01-01T00:00:00Z"}
 
 
@@ -178,7 +181,7 @@ def test_merge_refuses_mixed_schema_versions(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from cnn_deploy import results
+from cnn_deploy.results import store as results
 for i in range(60):
     results.append(Path(sys.argv[1]), {"schema": 1, "writer": sys.argv[2], "i": i,
                                        "pad": sys.argv[2] * 200_000})

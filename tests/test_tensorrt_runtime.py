@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from cnn_deploy.backends import tensorrt as trt_backend
+from cnn_deploy.backends.base import check_batch_range
 from cnn_deploy.backends.tensorrt import (
     FULL_ONLY_API,
     RUNTIME_API,
     RUNTIME_API_ALTERNATIVES,
     TrtRunner,
-    check_batch,
     import_trt,
     read_plan,
 )
@@ -161,18 +161,18 @@ def test_tensorrt_11_dropped_the_name_10_had() -> None:
 # -- pure logic, no TensorRT needed ------------------------------------------------------
 def test_a_batch_inside_the_profile_passes() -> None:
     for batch in (1, 256, 4096):
-        check_batch(batch, (1, 256, 4096))
+        check_batch_range([batch], (1, 4096), "net.plan")
 
 
 def test_a_batch_above_the_profile_names_the_range_and_the_rebuild_flag() -> None:
-    with pytest.raises(BenchError, match=r"batch 8192 is outside this engine's batch profile "
-                                         r"1\.\.4096 \(opt 256\).*--max-batch 8192"):
-        check_batch(8192, (1, 256, 4096))
+    with pytest.raises(BenchError, match=r"batch 8192 is outside net.plan's batch profile "
+                                         r"1\.\.4096.*--max-batch 8192"):
+        check_batch_range([8192], (1, 4096), "net.plan")
 
 
 def test_a_batch_below_the_profile_says_so() -> None:
-    with pytest.raises(BenchError, match=r"batch 4 is outside .* 8\.\.64 .*smaller minimum batch"):
-        check_batch(4, (8, 32, 64))
+    with pytest.raises(BenchError, match=r"batch 4 is outside .* 8\.\.64\b.*smaller minimum batch"):
+        check_batch_range([4], (8, 64), "net.plan")
 
 
 def test_a_missing_plan_is_an_engine_error_without_tensorrt(tmp_path: Path,
@@ -240,22 +240,21 @@ def test_unknown_options_are_refused_and_defaults_filled(tmp_path: Path) -> None
     assert runner.options == {"cuda_graph": True, "stream_ordered": False}
     assert runner.backend == "tensorrt" and runner.device == "cuda"
     assert runner.label == "tensorrt net cuda-graph"
-    with pytest.raises(BackendError, match=r"unknown tensorrt option\(s\) graph: choose from "
-                                           r"cuda_graph, stream_ordered"):
+    with pytest.raises(BackendError, match=r"unknown option 'tensorrt.graph': tensorrt takes "
+                                           r"tensorrt.cuda_graph, tensorrt.stream_ordered\. "
+                                           r"Did you mean 'tensorrt.cuda_graph'\?"):
         TrtRunner(tmp_path / "net.plan", {"graph": True})
-    with pytest.raises(BackendError, match=r"tensorrt option stream_ordered is true or false, not 'yes'"):
-        TrtRunner(tmp_path / "net.plan", {"stream_ordered": "yes"})
+    with pytest.raises(BackendError, match=r"tensorrt.stream_ordered=maybe: expected true or false"):
+        TrtRunner(tmp_path / "net.plan", {"stream_ordered": "maybe"})
 
 
 def test_the_probe_says_what_is_missing_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnn_deploy import backends
-
-    monkeypatch.setattr(backends, "_installed", lambda module: False)
-    row = backends._probe_tensorrt()
-    assert (row.backend, row.target, row.usable) == ("tensorrt", "cuda", False)
+    monkeypatch.setattr(trt_backend, "_installed", lambda module: False)
+    (row,) = trt_backend.probe()
+    assert (row.backend, row.target, row.usable, row.gpu) == ("tensorrt", "cuda", False, True)
     assert row.why == "package missing: pip install tensorrt"
-    monkeypatch.setattr(backends, "_installed", lambda module: module == "tensorrt_lean")
-    assert backends._probe_tensorrt().why.startswith("cuda-python missing")
+    monkeypatch.setattr(trt_backend, "_installed", lambda module: module == "tensorrt_lean")
+    assert trt_backend.probe()[0].why.startswith("cuda-python missing")
 
 
 def test_the_probe_sees_no_gpu_with_the_real_packages() -> None:
@@ -263,8 +262,8 @@ def test_the_probe_sees_no_gpu_with_the_real_packages() -> None:
     if not all(f.is_dir() for f in folders):
         pytest.skip("run scripts/setup.sh to install the contract packages under .trt/")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, folders))}
-    code = ("from cnn_deploy import cuda; from cnn_deploy.backends import _probe_tensorrt;"
-            "print(cuda.device_count()); print(_probe_tensorrt().why)")
+    code = ("from cnn_deploy import cuda; from cnn_deploy.backends.tensorrt import probe;"
+            "print(cuda.device_count()); print(probe()[0].why)")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

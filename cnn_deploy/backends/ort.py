@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import LayerTime, Runner, Signature
+from cnn_deploy.backends.base import Availability, Backend, LayerTime, Option, Runner, Signature, Target
 from cnn_deploy.errors import BackendError, ModelError
+from cnn_deploy.onnxfile import image_signature, load_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -27,7 +28,6 @@ OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
 DEFAULT_OPT_LEVEL = "extended"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
-_FLOAT_TYPES = {1: "float32", 10: "float16"}
 # Where the TensorRT EP keeps the engines it builds (it rebuilds for minutes otherwise).
 DEFAULT_TRT_CACHE = Path("engines") / "ort-trt-cache"
 
@@ -63,45 +63,6 @@ def import_ort() -> Any:
     return onnxruntime
 
 
-def load_onnx(path: Path, load_weights: bool = True) -> onnx.ModelProto:
-    """Read an ONNX file or say clearly why not."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if not path.is_file():
-        raise ModelError(f"no ONNX file at {path}: export one with `cnndeploy export "
-                         "models/<net>.pt` or check the path")
-    try:
-        return onnx.load(str(path), load_external_data=load_weights)
-    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path} is not a readable ONNX file ({exc.__class__.__name__}: "
-                         f"{str(exc)[:200]}): re-export it with `cnndeploy export`") from None
-
-
-def image_signature(proto: onnx.ModelProto, path: Path) -> Signature:
-    """The NCHW float input of an image classifier, or a clear error saying what was expected."""
-    inits = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in inits]
-    expected = ("expected one NCHW float image batch input (N, C, H, W) with fixed C, H, W "
-                "and a fixed or dynamic batch N")
-    if len(inputs) != 1:
-        raise ModelError(f"{path} has {len(inputs)} inputs "
-                         f"({', '.join(i.name for i in inputs)}): {expected}")
-    (inp,) = inputs
-    tensor = inp.type.tensor_type
-    dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
-                              for d in tensor.shape.dim]
-    dtype = _FLOAT_TYPES.get(tensor.elem_type)
-    if dtype is None or len(dims) != 4 or any(d is None for d in dims[1:]):
-        shape = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-        import onnx
-
-        type_name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
-        raise ModelError(f"{path}'s input '{inp.name}' is {shape} {type_name}: {expected}")
-    output = proto.graph.output[0].name if proto.graph.output else "output"
-    return Signature(inp.name, tuple(dims), dtype, output)
-
-
 class OrtRunner(Runner):
     """``options``: opt_level (disable|basic|extended|all), threads, provider (cpu|cuda|tensorrt);
     on a GPU provider also device_id (0); on tensorrt fp16 (false) and trt_cache (a folder
@@ -113,19 +74,26 @@ class OrtRunner(Runner):
         super().__init__(options)
         self.path = Path(path)
         self.options.setdefault("opt_level", DEFAULT_OPT_LEVEL)
-        self.options.setdefault("threads", default_threads())
+        if self.options.get("threads") is None:
+            self.options["threads"] = default_threads()
         self.options.setdefault("provider", "cpu")
+        if self.options["provider"] == "cpu":  # GPU-only options: not recorded for a CPU row
+            for key in ("device_id", "fp16", "trt_cache"):
+                self.options.pop(key, None)
+        else:
+            for key, value in (("device_id", 0), ("fp16", False)):
+                if self.options.get(key) is None:
+                    self.options[key] = value
+            self.options.setdefault("trt_cache", str(DEFAULT_TRT_CACHE))  # None: no cache
         if self.options["opt_level"] not in OPT_LEVELS:
             raise BackendError(f"unknown onnxruntime opt_level '{self.options['opt_level']}': "
                                f"choose one of {', '.join(OPT_LEVELS)}")
         if self.options["provider"] not in PROVIDERS:
             raise BackendError(f"unknown onnxruntime provider '{self.options['provider']}': "
                                f"choose one of {', '.join(PROVIDERS)}")
-        if self.options["provider"] != "cpu":
-            self.options.setdefault("device_id", 0)
-        if self.options["provider"] == "tensorrt":
-            self.options.setdefault("fp16", False)
-            self.options.setdefault("trt_cache", str(DEFAULT_TRT_CACHE))
+        if self.options["provider"] != "tensorrt":
+            self.options.pop("trt_cache", None)
+            self.options.pop("fp16", None)
         self.device = ("cpu" if self.options["provider"] == "cpu"
                        else f"cuda:{self.options['device_id']}")
         self._session: Any = None
@@ -283,3 +251,98 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+# -- the registry entry ------------------------------------------------------------
+def probe() -> list[Availability]:
+    """The CPU, CUDA and TensorRT execution providers: in this build, and really used by a
+    session (ONNX Runtime falls back to the CPU silently when a provider's libraries fail)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        why = "package missing: pip install onnxruntime (or onnxruntime-gpu, never both)"
+        return [Availability("onnxruntime", p, False, why, gpu=p != PROVIDERS["cpu"])
+                for p in PROVIDERS.values()]
+    ort = import_ort()
+    available = ort.get_available_providers()
+    rows = []
+    for provider in PROVIDERS.values():
+        gpu = provider != PROVIDERS["cpu"]
+        if provider not in available:
+            why = (f"not in this onnxruntime {ort.__version__} build: install onnxruntime-gpu "
+                   "instead of onnxruntime (never both)")
+            rows.append(Availability("onnxruntime", provider, False, why, gpu))
+            continue
+        got = _session_providers(provider)
+        if got and got[0] == provider:
+            rows.append(Availability("onnxruntime", provider, True,
+                                     f"onnxruntime {ort.__version__}", gpu))
+        else:
+            rows.append(Availability("onnxruntime", provider, False,
+                                     f"silently falls back to {got[0] if got else '?'}: its "
+                                     "CUDA/cuDNN/TensorRT libraries are missing or incompatible",
+                                     gpu))
+    return rows
+
+
+def _session_providers(provider: str) -> list[str]:
+    """Providers a real session gets when asked for ``provider`` (falls back silently)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ort = import_ort()
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+    except Exception:  # a provider that cannot even start: report as unusable, not crash
+        return []
+    return list(sess.get_providers())
+
+
+def _runner(target: Target, options: dict[str, Any]) -> Runner:
+    assert target.onnx is not None  # the registry checked `needs`
+    return OrtRunner(target.onnx, options)
+
+
+def _profile_graph(unfused: bool, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if unfused:
+        return {"opt_level": "basic"}, ("onnxruntime at opt level basic: Conv, Relu, MaxPool and "
+                                        "Gemm run as separate nodes (unfused)")
+    level = options.get("opt_level") or DEFAULT_OPT_LEVEL
+    return {"opt_level": level}, (f"onnxruntime at opt level {level}: the deployed graph, "
+                                  "Conv+Relu fused into FusedConv, Gemm+Relu into FusedGemm")
+
+
+BACKEND = Backend(
+    name="onnxruntime",
+    summary="ONNX Runtime: CPU, CUDA and TensorRT execution providers",
+    needs="onnx",
+    probe=probe,
+    runner=_runner,
+    options=(
+        Option("opt_level", "str", DEFAULT_OPT_LEVEL, "graph optimisation level",
+               choices=tuple(OPT_LEVELS)),
+        Option("threads", "int", None, "intra-op threads (default: the cores this process may "
+               "use)", minimum=1, optional=True),
+        Option("provider", "str", "cpu", "execution provider", choices=tuple(PROVIDERS)),
+        Option("device_id", "int", None, "GPU index for the cuda/tensorrt providers", minimum=0,
+               optional=True),
+        Option("fp16", "bool", None, "TensorRT provider: allow fp16 kernels", optional=True),
+        Option("trt_cache", "str", str(DEFAULT_TRT_CACHE), "TensorRT provider: engine cache "
+               "folder (none: rebuild every time)", optional=True),
+    ),
+    aliases=("ort", "onnx"),
+    devices=("cpu", "cuda"),
+    profiles=True,
+    device_options=lambda device: {"provider": "cpu" if device == "cpu" else "cuda"},
+    packages=("onnxruntime", "onnxruntime-gpu"),
+    profile_graph=lambda unfused, options: _profile_graph(unfused, options),
+)
+

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import LayerTime, PhaseTimer, Runner, Signature
+from cnn_deploy.backends.base import (
+    Availability,
+    Backend,
+    LayerTime,
+    Option,
+    PhaseTimer,
+    Runner,
+    Signature,
+    Target,
+)
 from cnn_deploy.errors import BackendError, BenchError, EngineError
 
 # Attributes of the tensorrt module, and of its runtime classes, that this module uses.
@@ -71,15 +80,6 @@ def read_plan(path: Path) -> bytes:
     return data
 
 
-def check_batch(batch: int, profile: tuple[int, int, int]) -> None:
-    """Refuse a batch outside the engine's optimisation profile (min, opt, max)."""
-    lo, opt, hi = profile
-    if not lo <= batch <= hi:
-        raise BenchError(f"batch {batch} is outside this engine's batch profile {lo}..{hi} "
-                         f"(opt {opt}): rebuild it with `{REBUILD} --max-batch {max(batch, hi)}`"
-                         + (" and a smaller minimum batch" if batch < lo else ""))
-
-
 def _compat_notes(plan: Path, version: str, gpu: str, cc: tuple[int, int]) -> list[str]:
     """cnn_deploy.engine.check_compatible (raises EngineError on a mismatch), where present."""
     try:
@@ -117,16 +117,8 @@ class TrtRunner(Runner):
     def __init__(self, plan: Path, options: dict[str, Any] | None = None) -> None:
         super().__init__(options, device="cuda")
         self.plan = Path(plan)
-        for key, value in DEFAULT_OPTIONS.items():
-            self.options.setdefault(key, value)
-        unknown = set(self.options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise BackendError(f"unknown tensorrt option(s) {', '.join(sorted(unknown))}: "
-                               f"choose from {', '.join(DEFAULT_OPTIONS)}")
-        for key in DEFAULT_OPTIONS:
-            if not isinstance(self.options[key], bool):
-                raise BackendError(f"tensorrt option {key} is true or false, not "
-                                   f"{self.options[key]!r}")
+        # Validated against BACKEND.options by the registry; direct callers get the same check.
+        self.options = BACKEND.resolve(self.options)
         self.notes: list[str] = []
         self.trt_version = ""
         self._trt: Any = None
@@ -161,6 +153,10 @@ class TrtRunner(Runner):
         if self._profile is None:
             raise RuntimeError("runner not active")
         return self._profile
+
+    def batch_limits(self) -> tuple[int, int] | None:
+        low, _, high = self.profile_batches
+        return low, high
 
     # -- loading -----------------------------------------------------------------------
     def _activate(self) -> None:
@@ -245,7 +241,6 @@ class TrtRunner(Runner):
         """Set the shape, fill the pinned input; the handle is valid until the next stage()."""
         self.check_input(x)
         batch = int(x.shape[0])
-        check_batch(batch, self.profile_batches)
         context = self._context
         first = self._inputs[0]
         if not context.set_input_shape(first.name, tuple(x.shape)):
@@ -368,7 +363,7 @@ class TrtRunner(Runner):
         ``LayerType`` and ``constituents`` the ONNX nodes fused into the layer, where the engine
         was built with detailed profiling verbosity; else both come from the layer name.
         """
-        from cnn_deploy.profile_trt import constituent_names
+        from cnn_deploy.backends.trt_layers import constituent_names
 
         if runs < 1:
             raise BenchError(f"per-layer profiling needs at least 1 run, got {runs}")
@@ -403,7 +398,7 @@ class TrtRunner(Runner):
 
     def _layer_information(self) -> dict[str, dict[str, Any]]:
         """The engine inspector's layers by name; empty where the package has no inspector."""
-        from cnn_deploy.profile_trt import parse_layer_information
+        from cnn_deploy.backends.trt_layers import parse_layer_information
 
         trt = self._trt
         if not hasattr(trt, "EngineInspector"):  # tensorrt_lean: see FULL_ONLY_API
@@ -428,3 +423,58 @@ def _layer_profiler(trt: Any) -> Any:
             self.records.append((layer_name, float(ms)))
 
     return LayerProfiler()
+
+
+# -- the registry entry ------------------------------------------------------------
+def probe() -> list[Availability]:
+    """The native runtime: TensorRT (full or lean), cuda-python and a visible GPU."""
+    from cnn_deploy import cuda
+
+    def row(usable: bool, why: str) -> list[Availability]:
+        return [Availability("tensorrt", "cuda", usable, why, gpu=True)]
+
+    if not (_installed("tensorrt") or _installed("tensorrt_lean")):
+        return row(False, f"package missing: {INSTALL_HINT}")
+    if not (_installed("cuda.bindings") or _installed("cuda.cudart")):
+        return row(False, f"cuda-python missing (streams and buffers): {cuda.INSTALL_HINT}")
+    try:
+        if cuda.device_count() == 0:
+            return row(False, "no GPU: CUDA sees no device (driver missing or no GPU)")
+        props = cuda.device_properties(0)
+        trt = import_trt()
+    except BackendError as exc:
+        return row(False, str(exc))
+    cc = "{}{}".format(*props.compute_capability)
+    return row(True, f"{trt.__name__} {trt.__version__}, {props.name} (sm_{cc})")
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a broken install
+        return False
+
+
+def _runner(target: Target, options: dict[str, Any]) -> Runner:
+    assert target.engine is not None  # the registry checked `needs`
+    return TrtRunner(target.engine, options)
+
+
+BACKEND = Backend(
+    name="tensorrt",
+    summary="native TensorRT 10.x / 11.x engines (cnndeploy build) with cuda-python",
+    needs="engine",
+    probe=probe,
+    runner=_runner,
+    options=(
+        Option("cuda_graph", "bool", False, "replay a CUDA graph of the enqueue"),
+        Option("stream_ordered", "bool", False, "allocate device buffers with cudaMallocAsync"),
+    ),
+    aliases=("trt",),
+    devices=("cuda",),
+    profiles=True,
+    packages=("tensorrt", "tensorrt-lean", "cuda-python", "cuda-bindings"),
+)
+

@@ -11,14 +11,14 @@ from cnn_deploy.cli import render
 
 def backends() -> None:
     """List every backend and execution provider, and whether it is usable here."""
-    from cnn_deploy.backends import probe_all
+    from cnn_deploy.backends import registry
 
     table = Table(title="backends on this machine", title_justify="left")
     table.add_column("backend")
     table.add_column("device / provider")
     table.add_column("usable")
     table.add_column("details")
-    for a in probe_all():
+    for a in registry.probe_all():
         table.add_row(a.backend, a.target, "[green]yes[/]" if a.usable else "[red]no[/]", escape(a.why))
     render.out.print(table)
 

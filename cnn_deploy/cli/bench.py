@@ -20,8 +20,9 @@ def bench(
         = None,
     spec: Annotated[str | None, typer.Option(help="Time a network by name, untrained "
                                              "(e.g. lenet_5c1f).")] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b",
-                                         help="Comma-separated backends.")] = "onnxruntime,torch",
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="Comma-separated "
+                       "backends (default: onnxruntime,torch; with --engine: tensorrt,torch).")]
+        = None,
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16,256,1024",
     processes: Annotated[int | None, typer.Option(help="Fresh processes per cell; the spread "
                                                   "between them is reported (default 1, 3 "
@@ -43,26 +44,28 @@ def bench(
                                              "./data/mnist, ../shared/data/mnist).")] = None,
 ) -> None:
     """Benchmark a model: tiles/ms and latency per backend and batch, beside the baseline."""
-    from cnn_deploy import enginebench, pipeline
-    from cnn_deploy.backends import parse_backends
-    from cnn_deploy.results import write_csv
+    from cnn_deploy import jobs
+    from cnn_deploy.backends import registry
+    from cnn_deploy.bench.plan import Cell
+    from cnn_deploy.bench.targets import resolve_target
+    from cnn_deploy.results.store import write_csv
 
-    backends = parse_backends(backend)
+    backends = registry.parse_backends(backend) if backend is not None else None
     batches = opt.parse_batches(batch)
-    options = opt.parse_options(option)
+    options = registry.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
     if processes is None:
         processes = 3 if thesis else 1  # the thesis took the median of three loops
-    with (pipeline.resolve_target(model, spec, engine) as (target, notes),
+    with (resolve_target(model, spec, engine) as (target, notes),
           render.err.status("benchmarking...") as status):
-        def on_cell(cell: pipeline.Cell) -> None:
+        def on_cell(cell: Cell) -> None:
             status.update(f"{cell.label} batch {cell.batch}: "
                           f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
 
-        outcome = pipeline.benchmark(
+        outcome = jobs.benchmark(
             target, backends, batches, options=options, timing=timing, processes=processes,
             results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
-    accuracy, accuracy_note = (enginebench.check_engine_accuracy(
+    accuracy, accuracy_note = (jobs.engine_agreement(
         target, data, max(batches), options.get("tensorrt")) if engine is not None else (None, None))
     rows = render.summary_rows(outcome.summaries)
     if as_json:

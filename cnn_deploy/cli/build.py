@@ -28,7 +28,8 @@ def build(
                                              "<net>_<precision>.plan).")] = None,
 ) -> None:
     """Build a TensorRT engine for this GPU from an ONNX file."""
-    from cnn_deploy.engine import BuildOptions, build_engine
+    from cnn_deploy.engine import BuildOptions
+    from cnn_deploy.jobs import build as build_engine
 
     options = BuildOptions(precision=precision, min_batch=min_batch, opt_batch=opt_batch,
                            max_batch=max_batch, timing_cache=timing_cache, opt_level=opt_level,

@@ -24,7 +24,7 @@ def export(
     """Export a checkpoint to ONNX and compare it with PyTorch on real test digits."""
     from cnn_deploy.data import load_mnist
     from cnn_deploy.errors import DataError
-    from cnn_deploy.export import export_checkpoint
+    from cnn_deploy.jobs import export as export_checked
     from cnn_deploy.train import load_checkpoint
 
     load_checkpoint(checkpoint)  # a bad checkpoint is the error to report, not missing MNIST
@@ -33,8 +33,8 @@ def export(
     except DataError as exc:
         raise DataError(f"{exc} (or skip the parity check with --parity-tiles 0)") from None
     with render.err.status(f"exporting {checkpoint}..."):
-        result = export_checkpoint(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
-                                   parity_tiles=parity_tiles)
+        result = export_checked(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
+                                parity_tiles=parity_tiles)
     render.out.print(f"wrote {result.path} (opset {result.opset}, dynamic batch, raw 0..255 "
                      "pixels in: normalisation folded into the graph)", highlight=False, soft_wrap=True)
     for label, parity in (("fp32", result.parity), ("fp16", result.fp16_parity)):
@@ -42,7 +42,7 @@ def export(
             render.out.print(
                 f"parity {label} vs PyTorch on {parity.tiles} test digits: max abs error "
                 f"{parity.max_abs_error:.2e}, top-1 agreement {parity.top1_agreement:.2%}, "
-                f"ONNX accuracy {parity.onnx_accuracy:.2%}", highlight=False, soft_wrap=True)
+                f"ONNX accuracy {parity.accuracy:.2%}", highlight=False, soft_wrap=True)
     if result.fp16_path is not None:
         render.out.print(f"wrote {result.fp16_path} (fp16 graph)", highlight=False, soft_wrap=True)
     if result.fp16_note:

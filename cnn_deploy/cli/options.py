@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnn_deploy.bench import TimingConfig
+from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError
 
 
@@ -17,33 +17,6 @@ def parse_batches(text: str) -> list[int]:
     if not batches or any(b < 1 for b in batches):
         raise BenchError(f"--batch values must be positive integers, got '{text}'")
     return batches
-
-
-def parse_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """['torch.memory_format=contiguous', 'onnxruntime.threads=1'] -> nested dict."""
-    options: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        backend, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise BenchError(f"--option takes BACKEND.KEY=VALUE (e.g. onnxruntime.opt_level=all), "
-                             f"got '{item}'")
-        options.setdefault(backend.strip().lower(), {})[name.strip()] = _value(value.strip())
-    return options
-
-
-def _value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("none", "default"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def timing(duration: float | None, warmup: float | None, iterations: int | None,

@@ -12,7 +12,7 @@ from cnn_deploy.cli import render
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from cnn_deploy.profile import Profile
+    from cnn_deploy.profile.run import Profile
 
 
 def profile(
@@ -42,29 +42,31 @@ def profile(
     data: Annotated[str | None, typer.Option(help="MNIST folder for real input digits.")] = None,
 ) -> None:
     """Per-layer profile: time per layer and per operation category, FLOPs and GFLOP/s."""
-    from cnn_deploy import pipeline
-    from cnn_deploy import profile as prof
-    from cnn_deploy.cli import options as opt
-    from cnn_deploy.results import write_csv
+    from cnn_deploy.backends import registry
+    from cnn_deploy.bench.targets import resolve_target
+    from cnn_deploy.profile import run as prof
+    from cnn_deploy.profile import table as tables
+    from cnn_deploy.results import records
+    from cnn_deploy.results.store import write_csv
 
     name = prof.check_backend(backend, engine)
-    options = opt.parse_options(option).get(name, {})
+    options = registry.parse_options(option).get(name, {})
     names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]
     profiles: list[Profile] = []
     with render.err.status("profiling...") as status:
         for net in names:
             status.update(f"profiling {net or model or engine} on {name}, batch {batch}")
-            with pipeline.resolve_target(model, net, engine) as (target, notes):
+            with resolve_target(model, net, engine) as (target, notes):
                 p = prof.profile_target(target, name, batch, runs=runs, unfused=unfused,
                                         options=options, data=data)
             p.notes = [*notes, *p.notes]
             profiles.append(p)
     family = len(profiles) > 1
-    rows: list[dict[str, Any]] = (prof.family_table(profiles) if family else
+    rows: list[dict[str, Any]] = (tables.family_table(profiles) if family else
                                   [{k: v for k, v in r.items() if k != "time_ms_runs"}
                                    for r in profiles[0].table])
     if as_json:
-        render.print_json({"rows": rows, "profiles": [prof.profile_payload(p) for p in profiles]})
+        render.print_json({"rows": rows, "profiles": [records.profile_payload(p) for p in profiles]})
     elif as_csv:
         typer.echo(write_csv(rows, None), nl=False)
     else:
@@ -75,7 +77,7 @@ def profile(
             render.out.print(family_table(profiles))
     if family:
         chart = png or Path("results") / f"profile_{prof.family_name([n for n in names if n])}.png"
-        prof.plot_stacked(rows, chart, title=f"{profiles[0].label}, batch {profiles[0].batch}")
+        tables.plot_stacked(rows, chart, title=f"{profiles[0].label}, batch {profiles[0].batch}")
         render.note(f"chart written to {chart}")
     for p in profiles:
         render.note(f"{p.target.name}: summed layer time {p.layer_sum_ms:.3f} ms / unprofiled "
@@ -84,7 +86,7 @@ def profile(
     for line in dict.fromkeys(n for p in profiles for n in p.notes):
         render.note(line)
     if not no_save:
-        prof.save_profiles(profiles, results)
+        records.save_profiles(profiles, results)
         render.note(f"{len(profiles)} profile record(s) appended to {results}")
 
 
@@ -110,7 +112,7 @@ def layer_table(p: Profile) -> Table:
 def category_table(p: Profile) -> Table:
     from rich.table import Table
 
-    from cnn_deploy.profile import category_totals
+    from cnn_deploy.profile.table import category_totals
 
     table = Table(title=f"{p.target.name}: per category", title_justify="left")
     table.add_column("category", no_wrap=True)
@@ -130,7 +132,7 @@ def family_table(profiles: list[Profile]) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from cnn_deploy.profile import category_totals
+    from cnn_deploy.profile.table import category_totals
 
     keys = list(dict.fromkeys(t["category"] for p in profiles for t in category_totals(p.table)))
     first = profiles[0]

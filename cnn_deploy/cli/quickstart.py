@@ -29,7 +29,7 @@ def quickstart(
     """The main job end to end on this machine: train, export, benchmark, one table."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cnn_deploy import pipeline
+    from cnn_deploy import jobs
     from cnn_deploy.cli import options as opt
 
     batches = opt.parse_batches(batch)
@@ -54,7 +54,7 @@ def quickstart(
             bar.update(task, description="benchmarking", info=f"{cell.label} batch {cell.batch} "
                        f"(process {cell.process + 1}/{processes})")
 
-        result = pipeline.quickstart(data=data, models=models, results=results, epochs=epochs,
+        result = jobs.quickstart(data=data, models=models, results=results, epochs=epochs,
                                      processes=processes, batches=batches, timing=timing,
                                      train_subset=subset,
                                      train_progress=on_step, stage=stage, on_cell=on_cell)

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cnn_deploy.bench import Summary
-from cnn_deploy.gpureport import QUANTITIES, GpuReport
+from cnn_deploy.bench.phases import QUANTITIES, GpuReport
+from cnn_deploy.bench.summary import Summary
 
 out = Console()
 err = Console(stderr=True)

@@ -20,7 +20,7 @@ def report(
     """Self-contained HTML report: thesis figures, Table 2, speed-ups and conclusions."""
     from rich.markup import escape
 
-    from cnn_deploy.report import build_report
+    from cnn_deploy.study.report import build_report
 
     with render.err.status("drawing the report..."):
         done = build_report(results, out)
@@ -43,8 +43,8 @@ def compare(
     from rich.markup import escape
     from rich.table import Table
 
-    from cnn_deploy.compare import compare as compare_runs
-    from cnn_deploy.report import load
+    from cnn_deploy.results.tidy import load
+    from cnn_deploy.study.compare import compare as compare_runs
 
     ra, skipped_a = load([a])
     rb, skipped_b = load([b])

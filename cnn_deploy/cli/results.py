@@ -18,7 +18,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write the merged records to.")],
 ) -> None:
     """Join result files, dropping identical records; refuses mixed schema versions."""
-    from cnn_deploy.results import merge as merge_files
+    from cnn_deploy.results.store import merge as merge_files
 
     outcome = merge_files(files, out)
     for line in outcome.skipped:

@@ -47,15 +47,15 @@ def sweep(
         TimeRemainingColumn,
     )
 
-    from cnn_deploy import sweep as lib
-    from cnn_deploy.backends import parse_backends
+    from cnn_deploy.backends import registry
     from cnn_deploy.errors import BenchError
+    from cnn_deploy.study import sweep as lib
 
     if train_epochs is not None and train_epochs < 1:
         raise BenchError(f"--train-epochs must be at least 1, got {train_epochs}")
     if (group is None) == (grid is None):
         raise BenchError("give either --group 1|2|3|4|all or --grid 'FIELD=VALUES;...', not both")
-    backends = parse_backends(backend)
+    backends = registry.parse_backends(backend)
     if len(backends) != 1:
         raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
     cells = lib.group_cells(group, backends[0]) if group is not None else \

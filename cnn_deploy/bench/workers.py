@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from cnn_deploy.bench import Cell, Plan, run_cells
+from cnn_deploy.bench.plan import Cell, Plan, run_cells
 from cnn_deploy.errors import BenchError, CnnDeployError
 
 
@@ -33,7 +33,7 @@ def run_plan(plan: Plan, processes: int = 1) -> Iterator[Cell]:
 
 def _run_worker(plan: Plan, index: int) -> Iterator[Cell]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy.workers"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy.bench.workers"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(json.dumps({"plan": plan.to_dict(), "process": index}))

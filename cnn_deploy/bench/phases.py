@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cnn_deploy.bench import Cell, Stats, summarise
+from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.timing import Stats, summarise
 
 GPU_CV_THRESHOLD = 0.01  # trtexec's threshold for "GPU compute time is unstable"
 # Rows of the report, in trtexec's order, with what each one measures.

@@ -1,6 +1,6 @@
 """Thesis-style report and cross-run comparison over stored records.
 
-Records become one tidy list of flat rows (:func:`tidy`); every figure, table and
+Records become one tidy list of flat rows (:func:`cnn_deploy.results.tidy.tidy`); every figure, table and
 conclusion below is a pure function over those rows, and plots take column names. The
 HTML page is self-contained: figures are embedded as base64 PNG data URIs.
 """
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-Rows = list[dict[str, Any]]
+from cnn_deploy.results.tidy import ACCURACIES, Rows, load, tidy
+
+__all__ = ["Rows", "build_report", "load", "tidy"]
 
 # Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
 THESIS_TABLE2 = {
@@ -23,39 +25,7 @@ THESIS_TABLE2 = {
     "lenet_1c5f": {"tiles_per_ms": 148.6, "90": 63.8, "95": 139.6, "97": 260.4},
     "lenet_3c3f": {"tiles_per_ms": 42.0, "90": 35.1, "95": 96.7, "97": 183.5},
 }
-ACCURACIES = ("90", "95", "97")
 DEFAULTS = {"depth": 20, "neurons": 512}  # NetSpec defaults: the thesis's base networks
-
-
-# -- the tidy table ------------------------------------------------------------------
-def tidy(records: Sequence[dict[str, Any]]) -> Rows:
-    """Bench records -> one row each; profile records -> one row per category."""
-    rows: Rows = []
-    for r in records:
-        spec, device = (r.get("model") or {}).get("spec") or {}, r.get("device") or {}
-        base = {"kind": r.get("kind"), "net": spec.get("name") or (r.get("model") or {}).get("name"),
-                "conv_layers": spec.get("conv_layers"), "fc_layers": spec.get("fc_layers"),
-                "depth": spec.get("depth"), "neurons": spec.get("neurons"),
-                "backend": (r.get("backend") or {}).get("label"), "batch": r.get("batch"),
-                "device": device.get("slug") or device.get("cpu"), "run_id": r.get("run_id")}
-        if r.get("kind") == "bench":
-            sweep = r.get("sweep") or {}
-            tta = r.get("time_to_accuracy") or {}
-            rows.append({**base, "precision": r.get("precision"), "scenario": r.get("scenario"),
-                         "requested_batch": r.get("requested_batch", r.get("batch")),
-                         "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
-                         "cell": r.get("cell"), "sweep_group": sweep.get("group"),
-                         "sweep_method": sweep.get("method"), "drift": sweep.get("drift"),
-                         **{f"tta_{a}": tta.get(a) for a in ACCURACIES}})
-        elif r.get("kind") == "profile":
-            conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
-                    for layer in r.get("layers") or [] if "conv" in (layer.get("category") or "")
-                    or "conv" in (layer.get("constituents") or "")]
-            for t in r.get("categories") or []:
-                rows.append({**base, "category": t["category"],
-                             "us_per_tile": t["time_ms"] * 1000.0 / r["batch"],
-                             "conv_layer_times": conv})
-    return rows
 
 
 def select(rows: Rows, **where: Any) -> Rows:
@@ -143,7 +113,7 @@ def figures(rows: Rows) -> list[Figure]:
 def plot(fig: Figure, path: Path) -> Path:
     """Draw ``fig`` (lines of ``y`` vs ``x`` per ``series``, or stacked bars) as a PNG."""
     if fig.kind == "stacked":
-        from cnn_deploy.profile import plot_stacked
+        from cnn_deploy.profile.table import plot_stacked
 
         fig.path = plot_stacked(fig.rows, path, x=fig.x, stack=fig.series, y=fig.y,
                                 title=fig.title)
@@ -335,13 +305,6 @@ class Report:
     figures: list[Figure]
     conclusions: list[Verdict]
     skipped: list[str] = field(default_factory=list)
-
-def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    from cnn_deploy import results as store
-
-    got = [store.read(path) for path in paths]
-    return [r for g in got for r in g.records], [line for g in got for line in g.skipped]
-
 
 def build_report(paths: Sequence[Path], out: Path) -> Report:
     """Read ``paths``, draw every figure that has data into ``out``, write ``out/index.html``."""

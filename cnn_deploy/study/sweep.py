@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cnn_deploy.arch import NetSpec
-from cnn_deploy.bench import Cell, Plan, Row, TimingConfig, summarise_cells
+from cnn_deploy.arch import THESIS_GROUPS, NetSpec, thesis_group
+from cnn_deploy.bench.plan import BackendConfig, Cell, Plan
+from cnn_deploy.bench.summary import summarise_cells
+from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError
 
-GROUP_BATCHES = tuple(16 * 2**i for i in range(9))  # 16, 32, ..., 4096
-GROUPS = ("1", "2", "3", "4", "all")
+GROUPS = (*THESIS_GROUPS, "all")
 METHODS = ("default", "thesis")
 FLOPS_PER_S = 100e9  # a rough sustained rate for the estimate, not a measurement
 PLAN_OVERHEAD_S = 1.5  # fresh worker process + ONNX Runtime session
@@ -51,21 +52,11 @@ def cell_key(net: str, batch: int, backend: str, precision: str) -> str:
 def group_cells(group: str, backend: str = "onnxruntime") -> list[SweepCell]:
     """The cells of a thesis group (``all``: groups 1-4, each cell once) in a fixed order."""
     if group == "all":
-        return _unique([c for g in GROUPS[:4] for c in group_cells(g, backend)])
-    layers = range(1, 6)
-    if group == "1":
-        nets = [NetSpec(conv_layers=1, fc_layers=n) for n in layers]
-        return [SweepCell(s, b, backend) for s in nets for b in GROUP_BATCHES]
-    if group == "2":
-        nets = [NetSpec(conv_layers=n, fc_layers=1) for n in layers]
-        return [SweepCell(s, b, backend) for s in nets for b in GROUP_BATCHES]
-    if group == "3":
-        nets = [NetSpec(fc_layers=n, neurons=w) for n in layers for w in (128, 256, 512, 1024, 2048)]
-        return [SweepCell(s, 1024, backend) for s in nets]
-    if group == "4":
-        nets = [NetSpec(conv_layers=n, depth=d) for n in layers for d in (5, 10, 20, 40, 80)]
-        return [SweepCell(s, 1024, backend) for s in nets]
-    raise BenchError(f"--group takes one of {', '.join(GROUPS)}, got '{group}'")
+        return _unique([c for g in THESIS_GROUPS for c in group_cells(g, backend)])
+    if group not in THESIS_GROUPS:
+        raise BenchError(f"--group takes one of {', '.join(GROUPS)}, got '{group}'")
+    nets, batches = thesis_group(group)
+    return [SweepCell(s, b, backend) for s in nets for b in batches]
 
 
 def parse_grid(text: str, backend: str = "onnxruntime") -> list[SweepCell]:
@@ -152,11 +143,9 @@ def shard(cells: Sequence[SweepCell], k: int, n: int) -> list[SweepCell]:
 
 def done_keys(results: Path) -> set[str]:
     """Cell keys already in ``results`` (a missing file: none; a cut line is skipped)."""
-    from cnn_deploy import results as store
+    from cnn_deploy.results.tidy import done_cells
 
-    if not results.is_file():
-        return set()
-    return {r["cell"] for r in store.read(results).records if isinstance(r.get("cell"), str)}
+    return done_cells(results)
 
 
 # -- timing and estimate -----------------------------------------------------------
@@ -240,21 +229,19 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
               train_epochs: int | None = None, models: Path = Path("models")
               ) -> SweepOutcome:
     """Time every cell not yet in ``results``; append each cell's record as it finishes."""
-    from cnn_deploy import pipeline
-    from cnn_deploy import results as store
-    from cnn_deploy.device import device_record, library_versions
-    from cnn_deploy.train import file_sha256
-    from cnn_deploy.workers import run_plan
+    from cnn_deploy.bench.targets import resolve_target
+    from cnn_deploy.bench.workers import run_plan
+    from cnn_deploy.files import file_sha256
+    from cnn_deploy.results.records import Writer
 
     if processes is None:
         processes = 3 if method == "thesis" else 1
     if processes < 1:
         raise BenchError(f"--processes must be at least 1, got {processes}")
-    store.check_writable(results)
+    writer = Writer(results)
     done = done_keys(results)
     todo = [c for c in cells if c.key not in done]
-    outcome = SweepOutcome(store.new_run_id(), len(cells), len(cells) - len(todo))
-    device, versions = device_record(), library_versions()
+    outcome = SweepOutcome(writer.run_id, len(cells), len(cells) - len(todo))
     sweep_info = {"group": group, "method": method, "processes": processes}
     report = on_progress or (lambda _: None)
     finished = 0
@@ -264,10 +251,10 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
         report(Progress(finished, len(todo), unit[0]))
         trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
         model = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
-        with pipeline.resolve_target(*model) as (target, _):
+        with resolve_target(*model) as (target, _):
             sha = file_sha256(target.onnx) if target.onnx else None
             timing = cell_timing(unit[0], method, duration)
-            plan = Plan(target, (Row(unit[0].backend, {}),), tuple(c.batch for c in unit),
+            plan = Plan(target, (_config(unit[0].backend),), tuple(c.batch for c in unit),
                         timing, data)
             pending = {c.batch: c for c in unit}
             loops: dict[int, list[Cell]] = {}
@@ -281,8 +268,7 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
                 if trained:
                     record["time_to_accuracy"] = trained["time_to_accuracy"]
                     record["test_accuracy"] = trained["test_accuracy"]
-                store.append(results, store.make_record("bench", outcome.run_id, record,
-                                                        device, versions))
+                writer.append("bench", record)
                 outcome.records.append(record)
                 outcome.warnings.extend(f"{sweep_cell.key}: {w}" for w in record["warnings"])
                 finished += 1
@@ -311,9 +297,19 @@ def _trained_net(spec: NetSpec, epochs: int | None, models: Path, data: str | No
     return cache[spec]
 
 
+def _config(backend: str) -> BackendConfig:
+    """The sweep's one row: ``backend`` at its CPU defaults."""
+    from cnn_deploy.backends import registry
+
+    entry = registry.get(backend)
+    return BackendConfig(entry.name, entry.resolve(entry.device_options("cpu")))
+
+
 def _record(cell: SweepCell, loops: list[Cell], timing: TimingConfig, sha: str | None,
             sweep_info: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """One bench record per cell: the median loop's samples and stats, every loop's raw samples."""
+    from cnn_deploy.results.records import cell_payload, loops_payload
+
     summary = summarise_cells(loops, timing)[0]
     mid = next(c for c in loops if c.stats == summary.stats)
     warnings = list(summary.warnings)
@@ -325,19 +321,8 @@ def _record(cell: SweepCell, loops: list[Cell], timing: TimingConfig, sha: str |
         if abs(drift) > DRIFT_WARNING:
             warnings.append(f"tiles/ms drifted {drift:+.1%} from the first to the last loop "
                             f"({first:.1f} -> {last:.1f}; thesis Table 1 threshold 5 %)")
-    return {
-        "cell": cell.key, "sweep": info,
-        "model": {**model, "onnx_sha256": sha, "onnx": None},
-        "backend": {"name": mid.backend, "label": mid.label, "device": mid.device,
-                    "options": mid.options},
-        "scenario": "single-stream" if mid.batch == 1 else "offline",
-        "precision": cell.precision, "batch": mid.batch, "requested_batch": cell.batch,
-        "process": mid.process, "processes": len(loops), "in_process": False,
-        "timing": asdict(timing), "samples_ms": mid.samples_ms,
-        "warmup_iterations": mid.warmup_iterations, "stats": mid.stats.to_dict(),
-        "loops": [{"process": c.process, "samples_ms": c.samples_ms,
-                   "tiles_per_ms": c.stats.tiles_per_ms} for c in loops] if len(loops) > 1 else None,
-        "warnings": warnings, "notes": list(summary.notes), "input": mid.input,
-        "peak_rss_mb": mid.peak_rss_mb,
-    }
-
+    return cell_payload(mid, model={**model, "onnx_sha256": sha, "onnx": None}, timing=timing,
+                        precision=cell.precision, processes=len(loops), extra={
+                            "cell": cell.key, "sweep": info, "requested_batch": cell.batch,
+                            "in_process": False, "loops": loops_payload(loops),
+                            "warnings": warnings, "notes": list(summary.notes)})

@@ -1,4 +1,5 @@
-"""The result record, its schema version, and the append-only JSONL store.
+"""The append-only JSONL store of result records (built by :mod:`.records`, read for
+analysis through :mod:`.tidy`).
 
 One JSON object per line, written with a single ``write`` and fsync'd, so a crash can at
 worst cut the last line; readers skip such a line with a warning and appenders start a
@@ -11,30 +12,15 @@ import csv
 import fcntl
 import json
 import os
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnn_deploy import __version__
 from cnn_deploy.errors import ResultsError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS = Path("results") / "bench.jsonl"
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def make_record(kind: str, run_id: str, payload: dict[str, Any], device: dict[str, Any],
-                versions: dict[str, str]) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "kind": kind, "run_id": run_id,
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "tool": f"cnn_deploy {__version__}", "device": device, "versions": versions,
-            **payload}
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
@@ -92,8 +78,8 @@ def read(path: Path) -> ReadResult:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 skipped.append(f"{path}:{number}: not a complete JSON record (cut by a crash?)")
                 continue
-            if not isinstance(record, dict) or "schema" not in record:
-                skipped.append(f"{path}:{number}: not a cnn_deploy record")
+            if not isinstance(record, dict) or type(record.get("schema")) is not int:
+                skipped.append(f"{path}:{number}: not a cnn_deploy record (no integer schema)")
                 continue
             if record["schema"] > SCHEMA_VERSION:
                 skipped.append(f"{path}:{number}: schema {record['schema']} is newer than this "

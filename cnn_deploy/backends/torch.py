@@ -8,13 +8,15 @@ first conv, exactly what the ONNX file holds. Channels-last is the default memor
 
 On CUDA a batch is what trtexec times: copy a pinned host batch to the device, run the
 network, copy the logits back into pinned host memory, all enqueued on the current stream
-with CUDA events between the phases (:class:`CudaEventTimer`), so ``bench.py`` reads H2D,
+with CUDA events between the phases (:func:`torch_event_timer`), so the harness reads H2D,
 compute and D2H device times apart from the host's end-to-end latency.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from cnn_deploy.arch import IN_CHANNELS, TILE, NetSpec
-from cnn_deploy.backends.base import LayerTime, PhaseTimer, Runner, Signature
+from cnn_deploy.backends.base import (
+    Availability,
+    Backend,
+    LayerTime,
+    Option,
+    PhaseTimer,
+    Runner,
+    Signature,
+    Target,
+)
 from cnn_deploy.errors import BackendError, BenchError
 
 MEMORY_FORMATS = ("channels_last", "contiguous")
@@ -162,7 +173,7 @@ class TorchRunner(Runner):
 
     # -- CUDA -------------------------------------------------------------------
     def phase_timer(self) -> PhaseTimer | None:
-        return CudaEventTimer() if self.cuda else None
+        return torch_event_timer() if self.cuda else None
 
     def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
         if not isinstance(staged, _CudaBatch):
@@ -295,26 +306,72 @@ def _no_mark(phase: str) -> None:
     return None
 
 
-class CudaEventTimer(PhaseTimer):
-    """``torch.cuda.Event(enable_timing=True)`` recorded on the current stream; one event per
-    phase name, created once and re-recorded every iteration."""
+def torch_event_timer() -> PhaseTimer:
+    """The one phase timer (:class:`cnn_deploy.cuda.EventTimer`) on ``torch.cuda.Event``s
+    recorded on the current stream."""
+    import torch
 
-    def __init__(self) -> None:
-        self._events: dict[str, Any] = {}
-        self._order: list[str] = []
+    from cnn_deploy.cuda import EventTimer
 
-    def mark(self, phase: str) -> None:
-        import torch
+    return EventTimer(new_event=lambda: torch.cuda.Event(enable_timing=True),
+                      record=lambda event: event.record(torch.cuda.current_stream()),
+                      elapsed=lambda start, end: start.elapsed_time(end))
 
-        if phase == "start":
-            self._order.clear()
-        event = self._events.get(phase)
-        if event is None:
-            event = self._events[phase] = torch.cuda.Event(enable_timing=True)
-        event.record(torch.cuda.current_stream())
-        self._order.append(phase)
 
-    def elapsed_ms(self) -> dict[str, float]:
-        """Each phase's device time, from the mark before it (after a synchronise)."""
-        return {phase: float(self._events[prev].elapsed_time(self._events[phase]))
-                for prev, phase in zip(self._order, self._order[1:], strict=False)}
+# -- the registry entry ------------------------------------------------------------
+def probe() -> list[Availability]:
+    if importlib.util.find_spec("torch") is None:
+        why = "package missing: pip install torch==2.13.0 (CPU build)"
+        return [Availability("torch", "cpu", False, why),
+                Availability("torch", "cuda", False, why, gpu=True)]
+    import torch
+
+    rows = [Availability("torch", "cpu", True, f"torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads")]
+    if torch.version.cuda is None:
+        rows.append(Availability("torch", "cuda", False,
+                                 "this torch is a CPU-only build (no CUDA)", gpu=True))
+    elif not torch.cuda.is_available():
+        rows.append(Availability("torch", "cuda", False, "no GPU: torch sees no CUDA device "
+                                 "(driver missing or no GPU)", gpu=True))
+    else:
+        rows.append(Availability("torch", "cuda", True, torch.cuda.get_device_name(0), gpu=True))
+    return rows
+
+
+def _device_why(device: str) -> str | None:
+    return None if re.fullmatch(r"cpu|cuda(:\d+)?", device) else "use cpu, cuda or cuda:N"
+
+
+def _runner(target: Target, options: dict[str, Any]) -> Runner:
+    assert target.spec is not None  # the registry checked `needs`
+    return TorchRunner(target.spec, target.checkpoint, options)
+
+
+BACKEND = Backend(
+    name="torch",
+    summary="PyTorch eager (the baseline) or torch.compile, on the CPU or a CUDA GPU",
+    needs="spec",
+    probe=probe,
+    runner=_runner,
+    options=(
+        Option("memory_format", "str", DEFAULT_OPTIONS["memory_format"],
+               "the input and weights' memory format", choices=MEMORY_FORMATS),
+        Option("compile", "bool", False, "torch.compile the module (one graph per batch size)"),
+        Option("threads", "int", None, "intra-op threads (torch's default when not set)",
+               minimum=1, optional=True),
+        Option("device", "str", "cpu", "cpu, cuda or cuda:N", check=_device_why),
+        Option("cuda_graph", "bool", False, "replay the forward as a CUDA graph (CUDA only)"),
+    ),
+    aliases=("pytorch",),
+    devices=("cpu", "cuda"),
+    profiles=True,
+    device_options=lambda device: {"device": device},
+    baseline=lambda device: {**BASELINE_OPTIONS, "device": device},
+    packages=("torch",),
+    fuses=False,
+    profile_graph=lambda unfused, options: ({}, "torch eager is unfused already: one aten op per "
+                                            "module call" + (" (--unfused changes nothing)"
+                                                             if unfused else "")),
+)
+

@@ -1,0 +1,230 @@
+"""What to time, and on which rows: the one target resolver (a spec name, a checkpoint, an
+ONNX file or a TensorRT engine) and the one rows builder (the baseline first, then each
+backend at its defaults for the device, overridden by ``-o`` options).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.arch import NetSpec
+from cnn_deploy.backends import registry
+from cnn_deploy.backends.base import Availability, Backend, Target, check_batch_range
+from cnn_deploy.bench.plan import BackendConfig
+from cnn_deploy.errors import BenchError, ModelError, SpecError
+from cnn_deploy.onnxfile import read_metadata
+
+CPU_DEFAULT_BACKENDS = ("onnxruntime", "torch")
+ENGINE_DEFAULT_BACKENDS = ("tensorrt", "torch")
+
+
+@contextlib.contextmanager
+def resolve_target(model: Path | None, spec_name: str | None,
+                   engine: Path | None = None) -> Iterator[tuple[Target, list[str]]]:
+    """An ONNX file, a checkpoint, a spec name or a TensorRT engine -> a Target (exporting a
+    temporary ONNX file when there is none), plus notes for the user."""
+    notes: list[str] = []
+    if engine is not None:
+        if model is not None or spec_name is not None:
+            raise BenchError("--engine names the network already: drop the model file / --spec")
+        yield engine_target(engine)
+        return
+    if (model is None) == (spec_name is None):
+        raise BenchError("give either a model file (.onnx or .pt) or --spec NAME, not both")
+    with tempfile.TemporaryDirectory(prefix="cnndeploy-") as tmp:
+        if spec_name is not None:
+            spec = NetSpec.from_name(spec_name)
+            notes.append(f"{spec.name}: untrained weights (speed does not depend on them)")
+            yield Target(spec.name, export_untrained(spec, Path(tmp)), spec, None, False), notes
+            return
+        assert model is not None
+        if model.suffix == ".pt":
+            yield checkpoint_target(model, Path(tmp)), notes
+            return
+        if model.suffix != ".onnx":
+            raise ModelError(f"{model}: expected a .onnx or .pt file")
+        yield onnx_target(model, notes), notes
+
+
+def checkpoint_target(checkpoint: Path, folder: Path) -> Target:
+    """A checkpoint, timed through the ONNX file exported from it: the one beside it when its
+    metadata names this very checkpoint, else a fresh export into ``folder``."""
+    from cnn_deploy.export import export_checkpoint
+    from cnn_deploy.files import file_sha256
+    from cnn_deploy.train import load_checkpoint
+
+    spec = load_checkpoint(checkpoint)[0]
+    onnx = checkpoint.with_suffix(".onnx")
+    if not (onnx.is_file() and read_metadata(onnx).get("checkpoint_sha256")
+            == file_sha256(checkpoint)):
+        onnx = export_checkpoint(checkpoint, folder / (checkpoint.stem + ".onnx")).path
+    return Target(spec.name, onnx, spec, checkpoint, True)
+
+
+def onnx_target(model: Path, notes: list[str]) -> Target:
+    from cnn_deploy.export import spec_from_metadata
+
+    meta = read_metadata(model)
+    found = spec_from_metadata(meta)
+    checkpoint = model.parent / meta["checkpoint"] if "checkpoint" in meta else None
+    if checkpoint is not None and not checkpoint.is_file():
+        notes.append(f"checkpoint {checkpoint} not found: the torch rows use untrained "
+                     "weights of the same network (speed does not depend on them)")
+        checkpoint = None
+    if found is None:
+        notes.append(f"{model.name} carries no cnn_deploy spec: no torch rows (no PyTorch "
+                     "module to time), so there is no torch-eager baseline")
+    return Target(found.name if found else model.stem, model, found, checkpoint,
+                  "test_accuracy" in meta)
+
+
+def export_untrained(spec: NetSpec, folder: Path) -> Path:
+    from cnn_deploy.export import export_module, raw_pixel_module
+
+    meta = {"spec": spec.name, "precision": "fp32", "trained": "false"}
+    return export_module(raw_pixel_module(spec.build()), folder / f"{spec.name}.onnx", meta)
+
+
+# -- TensorRT engines ----------------------------------------------------------------
+def require_gpu(what: str = "`--engine`") -> list[Availability]:
+    """The GPU backends usable here, or one line saying none is and what can run instead."""
+    probed = registry.probe_all()
+    gpu = [a for a in probed if a.usable and a.gpu]
+    if not gpu:
+        here = ", ".join(f"{a.backend} ({a.target})" for a in probed if a.usable) or "none"
+        why = next((a.why for a in probed if a.gpu and not a.usable), "")
+        raise BenchError(f"{what} needs an NVIDIA GPU and none is usable here ({why}); "
+                         f"backends usable here: {here} (bench the ONNX file on them instead)")
+    return gpu
+
+
+def engine_target(engine: Path) -> tuple[Target, list[str]]:
+    """A TensorRT plan -> a Target whose spec and ONNX file come from its sidecar (else from
+    its name, ``<net>_<precision>.plan``), so torch baselines of the same network run too."""
+    from cnn_deploy.engine import read_sidecar
+    from cnn_deploy.export import spec_from_metadata
+
+    require_gpu()
+    if not engine.is_file():
+        raise ModelError(f"no engine at {engine}: build one with `cnndeploy build "
+                         "models/<net>.onnx` (engines/<device>/<net>_<precision>.plan)")
+    notes: list[str] = []
+    sidecar = read_sidecar(engine)
+    if sidecar is None:
+        notes.append(f"{engine.name} has no JSON sidecar: the network is taken from its file "
+                     "name and the engine is loaded unchecked")
+    onnx: Path | None = None
+    spec: NetSpec | None = None
+    checkpoint: Path | None = None
+    trained = False
+    source = getattr(sidecar, "source_onnx", None)
+    if source is not None:
+        candidates = [Path(str(source)), engine.parent / str(source)]
+        onnx = next((c for c in candidates if c.is_file()), None)
+        if onnx is None:
+            notes.append(f"the engine's source ONNX {source} is gone: no onnxruntime row, "
+                         "and the network is taken from the engine's file name")
+    if onnx is not None:
+        meta = read_metadata(onnx)
+        spec = spec_from_metadata(meta)
+        trained = "test_accuracy" in meta
+        if "checkpoint" in meta and (onnx.parent / meta["checkpoint"]).is_file():
+            checkpoint = onnx.parent / meta["checkpoint"]
+    if spec is None:
+        spec = spec_from_engine_name(engine)
+    if spec is None:
+        notes.append(f"{engine.name} names no cnn_deploy network: no torch baseline rows")
+    elif checkpoint is None:
+        notes.append("no checkpoint for the torch rows: they use untrained weights of the same "
+                     "network (speed does not depend on them)")
+    name = spec.name if spec is not None else engine.stem
+    return Target(name, onnx, spec, checkpoint, trained, engine), notes
+
+
+def spec_from_engine_name(engine: Path) -> NetSpec | None:
+    """'lenet_3c1f_fp16.plan' -> lenet_3c1f; None for a name that is no network."""
+    stem = re.sub(r"_(fp32|fp16|bf16|int8|fp8)$", "", engine.stem)
+    try:
+        return NetSpec.from_name(stem)
+    except SpecError:
+        return None
+
+
+def check_batches(target: Target, batches: Sequence[int]) -> None:
+    """Refuse batches outside an engine's profile (from its sidecar) before any timing."""
+    if target.engine is None:
+        return
+    from cnn_deploy.engine import read_sidecar
+
+    sidecar = read_sidecar(target.engine)
+    low, high = getattr(sidecar, "min_batch", None), getattr(sidecar, "max_batch", None)
+    if low is not None and high is not None:
+        check_batch_range(batches, (int(low), int(high)), target.engine.name)
+
+
+# -- rows --------------------------------------------------------------------------
+def default_backends(target: Target, options: dict[str, dict[str, Any]]) -> list[str]:
+    """An engine: TensorRT beside torch, plus any backend given options (``-o
+    onnxruntime.provider=tensorrt``); anything else: ONNX Runtime and torch."""
+    if target.engine is None:
+        return list(CPU_DEFAULT_BACKENDS)
+    return list(dict.fromkeys([*ENGINE_DEFAULT_BACKENDS, *options]))
+
+
+def build_rows(target: Target, backends: Sequence[str],
+               options: dict[str, dict[str, Any]]) -> tuple[list[BackendConfig], list[str]]:
+    """The rows to time: the baseline (torch eager NCHW, on the device the torch rows use)
+    first, then each backend at its defaults for the target's device (the GPU for an
+    engine), overridden by ``options`` (``{"torch": {...}, ...}``)."""
+    options = registry.check_options(options)
+    names = registry.parse_backends(backends)
+    device = "cpu" if target.engine is None else "cuda"
+    notes: list[str] = []
+    rows: list[BackendConfig] = []
+    base = registry.baseline_backend()
+    given = {name: {**registry.get(name).device_options(device), **options.get(name, {})}
+             for name in names}
+    baseline: dict[str, Any] | None = None
+    if target.spec is not None and base.baseline is not None:
+        base_device = str(given.get(base.name, options.get(base.name, {})).get("device", device))
+        baseline = base.resolve(base.baseline(base_device))
+        ok, why = _usable(base, baseline)
+        if ok:
+            rows.append(BackendConfig(base.name, baseline, baseline=True))
+        else:
+            notes.append(f"no {base.name} rows: {why}")
+            baseline = None
+    for name in names:
+        entry = registry.get(name)
+        if entry.missing(target) is not None:
+            if entry is not base:  # the target's notes say why there are no torch rows
+                notes.append(f"{name} skipped: {entry.missing(target)}")
+            continue
+        resolved = entry.resolve(given[name])
+        if entry is base and (baseline is None or resolved == baseline):
+            continue  # no torch here, or identical to the baseline row already there
+        ok, why = _usable(entry, resolved)
+        if not ok:
+            notes.append(f"{name} skipped: {why}")
+            continue
+        rows.append(BackendConfig(name, resolved))
+    if not rows:
+        raise BenchError("no backend usable here for this model: see `cnndeploy backends`"
+                         + (f" ({'; '.join(notes)})" if notes else ""))
+    return rows, notes
+
+
+def _usable(entry: Backend, options: dict[str, Any]) -> tuple[bool, str]:
+    """Whether ``entry`` with ``options`` can run here: its probe row for that device."""
+    gpu = "cpu" not in entry.devices or any(
+        options.get(k) != v for k, v in entry.device_options("cpu").items())
+    rows = [a for a in entry.probe() if a.gpu == gpu]
+    chosen = next((a for a in rows if a.usable), rows[0] if rows else None)
+    if chosen is None:
+        return False, f"{entry.name} has no {'GPU' if gpu else 'CPU'} target"
+    return chosen.usable, chosen.why

@@ -1,0 +1,214 @@
+"""The end-to-end jobs the CLI runs: benchmark a target, export with an accuracy check,
+the quickstart. Each is a few library calls; the pieces live in their stages.
+
+Library code: no printing; progress goes to callbacks the CLI renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.arch import NetSpec
+from cnn_deploy.backends import registry
+from cnn_deploy.backends.base import Target
+from cnn_deploy.bench.accuracy import Agreement, check_agreement
+from cnn_deploy.bench.phases import GpuReport, gpu_reports
+from cnn_deploy.bench.plan import Cell, Plan
+from cnn_deploy.bench.summary import Summary, summarise_cells
+from cnn_deploy.bench.targets import build_rows, check_batches, default_backends, require_gpu
+from cnn_deploy.bench.timing import TimingConfig
+from cnn_deploy.errors import BenchError, CnnDeployError, DataError
+from cnn_deploy.results.records import Writer, cell_payload, model_fields
+
+DEFAULT_BATCHES = (1, 16, 256, 1024)
+
+
+@dataclass
+class BenchOutcome:
+    run_id: str
+    summaries: list[Summary]
+    cells: list[Cell]
+    notes: list[str]
+    results: Path | None
+    target: Target
+    gpu: list[GpuReport] = field(default_factory=list)  # trtexec-style, one per GPU cell
+
+
+def benchmark(
+    target: Target,
+    backends: Sequence[str] | str | None = None,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    *,
+    options: dict[str, dict[str, Any]] | None = None,
+    timing: TimingConfig = TimingConfig(),
+    processes: int = 1,
+    results: Path | None = None,
+    data: str | None = None,
+    notes: Sequence[str] = (),
+    on_cell: Callable[[Cell], None] | None = None,
+) -> BenchOutcome:
+    """Time ``target`` on every backend; each cell is appended to ``results`` as it finishes."""
+    from cnn_deploy.bench.workers import run_plan
+    from cnn_deploy.device import energy_mj
+    from cnn_deploy.files import file_sha256
+    from cnn_deploy.onnxfile import precision
+
+    options = registry.check_options(options or {})
+    names = default_backends(target, options) if backends is None else registry.parse_backends(
+        backends)
+    check_batches(target, batches)
+    writer = Writer(results)
+    rows, row_notes = build_rows(target, names, options)
+    plan = Plan(target, tuple(rows), tuple(batches), timing, data)
+    onnx_sha = file_sha256(target.onnx) if target.onnx is not None and target.onnx.is_file() else None
+    model = model_fields(target, onnx_sha)
+    fp = precision(target.onnx)
+    cells: list[Cell] = []
+    energy_before = energy_mj() if writer.device.get("kind") == "cuda" else None
+    for cell in run_plan(plan, processes):
+        cells.append(cell)
+        energy_now = energy_mj() if energy_before is not None else None
+        extra = _energy_fields(cell, energy_before, energy_now)
+        energy_before = energy_now
+        writer.append("bench", cell_payload(cell, model=model, timing=timing, precision=fp,
+                                            processes=processes, scenario=plan.scenario,
+                                            extra=extra))
+        if on_cell is not None:
+            on_cell(cell)
+    return BenchOutcome(writer.run_id, summarise_cells(cells, timing), cells,
+                        [*notes, *row_notes], results, target, gpu_reports(cells))
+
+
+def engine_agreement(target: Target, data: str | None = None, batch: int = 256,
+                     options: dict[str, Any] | None = None) -> tuple[Agreement | None, str | None]:
+    """The engine's top-1 against PyTorch (CPU, fp32) on real digits, or why it was skipped."""
+    from cnn_deploy.data import load_mnist
+
+    if target.engine is None or target.spec is None:
+        return None, "engine accuracy check skipped: the engine names no cnn_deploy network"
+    try:
+        require_gpu("the engine accuracy check")
+        mnist = load_mnist(data)
+    except (BenchError, DataError) as exc:
+        return None, f"engine accuracy check skipped: {str(exc).split(';')[0]}"
+    try:
+        result = check_agreement(target, "tensorrt", mnist, options=options, batch=batch)
+    except CnnDeployError as exc:
+        return None, f"engine accuracy check skipped: {exc}"
+    note = None if target.checkpoint else ("untrained weights: only the top-1 agreement with "
+                                           "PyTorch is meaningful, not the accuracies")
+    return result, note
+
+
+def build(onnx: Path, options: Any, out: Path | None = None,
+          progress: Callable[[str], None] | None = None) -> Any:
+    """Build a TensorRT engine; where none can be built, say what is usable here instead."""
+    from cnn_deploy.engine import NoBuilderError, build_engine
+
+    try:
+        return build_engine(onnx, options, out, progress=progress)
+    except NoBuilderError as exc:
+        usable = [f"{a.backend} ({a.target})" for a in registry.probe_all() if a.usable]
+        raise NoBuilderError(f"{exc}; usable here: {', '.join(usable) or 'none'}") from None
+
+
+@dataclass
+class ExportOutcome:
+    path: Path
+    opset: int
+    parity: Agreement | None
+    fp16_path: Path | None
+    fp16_parity: Agreement | None
+    fp16_note: str | None
+
+
+def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset: int = 18,
+           fp16: bool = False, parity_tiles: int = 2000) -> ExportOutcome:
+    """Export a checkpoint to ONNX (and an fp16 twin), then compare each file with PyTorch on
+    ``parity_tiles`` real test digits (``data``: a loaded Mnist; None skips the check)."""
+    from cnn_deploy.export import export_checkpoint, spec_from_metadata
+    from cnn_deploy.onnxfile import read_metadata
+
+    if parity_tiles < 0:
+        raise BenchError(f"--parity-tiles must be 0 or more, got {parity_tiles}")
+    result = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16)
+    spec = spec_from_metadata(read_metadata(result.path))
+
+    def parity(path: Path) -> Agreement | None:
+        if data is None or parity_tiles == 0:
+            return None
+        target = Target(spec.name if spec else path.stem, path, spec, checkpoint, True)
+        return check_agreement(target, "onnxruntime", data, tiles=parity_tiles)
+
+    fp16_parity = fp16_note = None
+    if result.fp16_path is not None:
+        try:
+            fp16_parity = parity(result.fp16_path)
+        except CnnDeployError as exc:
+            fp16_note = f"fp16 parity not checked on this machine: {exc}"
+    return ExportOutcome(result.path, result.opset, parity(result.path), result.fp16_path,
+                         fp16_parity, fp16_note)
+
+
+def _energy_fields(cell: Cell, energy_before: float | None,
+                energy_after: float | None) -> dict[str, Any]:
+    """The GPU energy spent since the previous cell, where NVML has the counter."""
+    extra: dict[str, Any] = {}
+    if energy_before is not None and energy_after is not None and energy_after > energy_before:
+        joules = (energy_after - energy_before) / 1000.0
+        extra["energy"] = {
+            "mj": energy_after - energy_before,
+            "span": "since the previous cell: loading, warm-up and the timed runs",
+            # timed tiles over energy that also paid for warm-up: a lower bound
+            "tiles_per_joule_lower_bound": cell.stats.iterations * cell.batch / joules,
+        }
+    return extra
+
+
+@dataclass
+class QuickstartOutcome:
+    checkpoint: Path
+    checkpoint_data: dict[str, Any]
+    onnx: Path
+    parity: Any
+    bench: BenchOutcome
+    notes: list[str] = field(default_factory=list)
+
+
+def quickstart(
+    *,
+    data: str | None = None,
+    models: Path = Path("models"),
+    results: Path | None = Path("results") / "quickstart.jsonl",
+    epochs: int = 3,
+    processes: int = 3,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    timing: TimingConfig = TimingConfig(),
+    train_subset: int | None = None,
+    train_progress: Callable[[Any], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> QuickstartOutcome:
+    """Train lenet_1c1f, export it, benchmark it on every usable backend."""
+    from cnn_deploy.data import load_mnist
+    from cnn_deploy.train import TrainConfig, save_checkpoint, train
+
+    say = stage or (lambda _: None)
+    spec = NetSpec.from_name("lenet_1c1f")
+    say(f"loading MNIST for {spec.name}")
+    mnist = load_mnist(data)
+    say(f"training {spec.name} ({epochs} epochs max, SGD lr 0.03)")
+    checkpoint = train(spec, mnist, TrainConfig(epochs=epochs, train_subset=train_subset),
+                       train_progress)
+    path = save_checkpoint(checkpoint, models / f"{spec.name}.pt")
+    say(f"exporting {path} to ONNX")
+    exported = export(path, data=mnist)
+    say("benchmarking")
+    usable = list(dict.fromkeys(a.backend for a in registry.probe_all() if a.usable and not a.gpu))
+    target = Target(spec.name, exported.path, spec, path, True)
+    outcome = benchmark(target, usable, batches, timing=timing, processes=processes,
+                        results=results, data=str(mnist.root), on_cell=on_cell)
+    return QuickstartOutcome(path, checkpoint, exported.path, exported.parity, outcome)

@@ -1,0 +1,75 @@
+"""The one record reader for analysis: result files -> one tidy list of flat rows.
+
+Report, compare, sweep resume and the predictor all read records through here. Bench
+records become one row each; profile records one row per category. Version-1 records
+are read as they are (fields added since are optional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.results import store
+
+Rows = list[dict[str, Any]]
+ACCURACIES = ("90", "95", "97")
+
+
+def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every record of ``paths`` and one line per damaged line skipped."""
+    got = [store.read(path) for path in paths]
+    return [r for g in got for r in g.records], [s for g in got for s in g.skipped]
+
+
+def tidy(records: Sequence[dict[str, Any]]) -> Rows:
+    """Bench records -> one row each; profile records -> one row per category."""
+    rows: Rows = []
+    for r in records:
+        model = _dict(r, "model")
+        spec = _dict(model, "spec")
+        device = _dict(r, "device")
+        backend = _dict(r, "backend")
+        base = {"kind": r.get("kind"), "net": spec.get("name") or model.get("name"),
+                "conv_layers": spec.get("conv_layers"), "fc_layers": spec.get("fc_layers"),
+                "depth": spec.get("depth"), "neurons": spec.get("neurons"),
+                "backend": backend.get("label"), "backend_name": backend.get("name"),
+                "baseline": bool(backend.get("baseline")) or "[baseline]" in str(
+                    backend.get("label") or ""),  # version-1 records before the field
+                "batch": r.get("batch"), "device": device.get("slug") or device.get("cpu"),
+                "has_device": bool(device), "run_id": r.get("run_id")}
+        if r.get("kind") == "bench":
+            sweep = _dict(r, "sweep")
+            tta = _dict(r, "time_to_accuracy")
+            stats = _dict(r, "stats")
+            rows.append({**base, "precision": r.get("precision"), "scenario": r.get("scenario"),
+                         "requested_batch": r.get("requested_batch", r.get("batch")),
+                         "tiles_per_ms": stats.get("tiles_per_ms"),
+                         "median_ms": stats.get("median_ms"), "p90_ms": stats.get("p90_ms"),
+                         "cell": r.get("cell"), "sweep_group": sweep.get("group"),
+                         "sweep_method": sweep.get("method"), "drift": sweep.get("drift"),
+                         **{f"tta_{a}": tta.get(a) for a in ACCURACIES}})
+        elif r.get("kind") == "profile":
+            batch = r.get("batch") or 1
+            conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
+                    for layer in r.get("layers") or [] if "conv" in (layer.get("category") or "")
+                    or "conv" in (layer.get("constituents") or "")]
+            for t in r.get("categories") or []:
+                rows.append({**base, "category": t["category"],
+                             "us_per_tile": t["time_ms"] * 1000.0 / batch,
+                             "conv_layer_times": conv})
+    return rows
+
+
+def done_cells(path: Path) -> set[str]:
+    """Sweep cell keys already in ``path`` (a missing file: none; a cut line is skipped)."""
+    if not path.is_file():
+        return set()
+    return {r["cell"] for r in tidy(store.read(path).records) if isinstance(r.get("cell"), str)}
+
+
+def _dict(record: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested object of a record, or {} when absent or not an object (a hand-edited line)."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
