@@ -40,7 +40,8 @@ _WORDS: tuple[tuple[str, str], ...] = (
     ("memory", r"reformat(ting)?|myelinreformat|copy(node)?|shuffle|reshape|flatten|view|tra|transpose"
                r"|permute|noop|identity|concat(enation)?|slice|gather|squeeze|unsqueeze|pad(ding)?|expand|tile"
                r"|cast|convert|reorder(input|output)?|memcpy(tohost|fromhost)?|contiguous|clone|to|empty"
-               r"|emptylike|t|unsafeview|strided|split|broadcast|input|output|parameter|result"),
+               r"|emptylike|t|unsafeview|strided|split|broadcast|input|output|parameter|result|cat|select"
+               r"|index|stridedslice"),
     ("gemm", r"gemm|matmul|matrixmultiply|fullyconnected|fc|linear|addmm|bmm|mm|dense"
              r"|caskgemmconvolution|caskflattenconvolution|gemmconvolution|fusedmatmul|fusedgemm|innerproduct"),
     ("conv", r"conv(olution)?(\dd)?|caskconvolution|cudnnconvolution|cublasconvolution|convtranspose"
