@@ -21,6 +21,7 @@ from cnn_deploy.errors import BackendError
 MODULES = (
     "cnn_deploy.backends.torch",
     "cnn_deploy.backends.ort",
+    "cnn_deploy.backends.openvino",
     "cnn_deploy.backends.tensorrt",
 )
 
