@@ -1,21 +1,22 @@
-"""CPU backends at batch 1024 against this machine's GEMM peak and the torch-eager baseline.
+"""CPU backends at batches 1 and 1024 against this machine's GEMM peak and the torch-eager baseline.
 
 For lenet_1c1f, lenet_5c1f, lenet_1c5f and lenet_3c3f (untrained weights, exported to a
-temporary ONNX file by ``pipeline.resolve_target``), every row is timed by the harness
-(``bench.time_runner`` via ``workers.run_plan``) in ``--processes`` fresh processes:
+temporary ONNX file by ``bench.targets.resolve_target``), every row is timed by the harness
+(``bench.timing.time_runner`` via ``bench.workers.run_plan``) in ``--processes`` fresh processes:
 
 * torch eager NCHW [baseline] (``BASELINE_OPTIONS``)
 * torch eager channels-last (torch defaults)
 * onnxruntime extended (the onnxruntime defaults)
 * onnxruntime all (``opt_level=all``)
+* openvino with the latency hint (its default) and with the throughput hint
 * with ``--extra``: onnxruntime extended and all at 1 thread, and torch.compile
   (channels-last), settings that might help where the defaults miss a target
 
-Each row runs in its own processes, so its peak RSS (``Cell.peak_rss_mb``, a process
+Each row runs in its own processes, so its peak RSS (``Measurement.peak_rss_mb``, a process
 high-water mark) is its own. On Linux a child's ``ru_maxrss`` starts at its parent's peak
 (it survives fork + exec), so the ONNX export (which loads torch) runs in a side process
 and this orchestrator stays small: its own peak is printed as the floor of every RSS
-figure. The GEMM peak is numpy's fp32 matmul (n x n @ n x n) in a
+figure. The GEMM peak is the better of numpy's and torch's fp32 matmul (n x n @ n x n) in a
 fresh process before and after the rows; the best rate seen is the peak. Achieved
 GFLOP/s = tiles/ms * 1000 * flops_per_tile / 1e9 (``NetSpec.flops_per_tile``, 2 per MAC).
 The CPU time other processes used while each row ran is reported as background load; each
@@ -23,7 +24,7 @@ row (and GEMM) first waits up to 30 s for the other processes to use at most
 ``--max-background`` of the cores, and one disturbed anyway is run again (``--retries``;
 no waiting or retries after ``--retry-until-s``), keeping the least disturbed run.
 
-    python benchmarks/backends_cpu.py [--processes 3] [--extra] [--json out.json]
+    python benchmarks/backends_cpu.py [--processes 3] [--batches 1,1024] [--extra] [--json out.json]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cnn_deploy.backends.base import Target
-from cnn_deploy.bench.plan import BackendConfig, Cell, Plan
+from cnn_deploy.bench.plan import BackendConfig, Measurement, Plan
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.bench.workers import run_plan
@@ -56,8 +57,9 @@ T = TypeVar("T")
 
 NETS = ("lenet_1c1f", "lenet_5c1f", "lenet_1c5f", "lenet_3c3f")
 CONV_HEAVY = ("lenet_5c1f", "lenet_3c3f")
-BATCH = 1024
-STANDARD_ROWS = 4  # the first rows of row_specs(): the default run; targets are judged on them
+BATCHES = (1, 1024)
+GOAL_BATCH = 1024  # the thesis's reference batch: the targets are judged there
+STANDARD_ROWS = 6  # the first rows of row_specs(): the default run; targets are judged on them
 
 
 # -- GEMM peak (runs in a fresh process: OpenBLAS reads its env vars when it loads) --------
@@ -74,9 +76,20 @@ def gemm_worker(n: int, reps: int) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         np.matmul(a, b, out=c)
         rates.append(2 * n**3 / (time.perf_counter_ns() - t0))  # FLOP/ns = GFLOP/s
-    return {"n": n, "reps": reps, "best_gflops": max(rates),
+    import torch
+
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    tc = torch.empty((n, n), dtype=torch.float32)
+    torch.matmul(ta, tb, out=tc)  # warm-up
+    torch_rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        torch.matmul(ta, tb, out=tc)
+        torch_rates.append(2 * n**3 / (time.perf_counter_ns() - t0))
+    return {"n": n, "reps": reps, "best_gflops": max(*rates, *torch_rates),
+            "numpy_best_gflops": max(rates), "torch_best_gflops": max(torch_rates),
             "median_gflops": statistics.median(rates), "gflops_all": rates,
-            "blas": blas_info()}
+            "torch_gflops_all": torch_rates, "torch": torch.__version__, "blas": blas_info()}
 
 
 def blas_info() -> dict[str, Any]:
@@ -135,14 +148,15 @@ def measure_gemm(n: int, reps: int, quiet: Quiet, when: str,
         return dict(json.loads(done.stdout))
 
     result, background, _ = quiet.run(once, f"GEMM {when}")
-    print(f"GEMM {when}: best {result['best_gflops']:.1f} GFLOP/s "
+    print(f"GEMM {when}: best {result['best_gflops']:.1f} GFLOP/s (numpy "
+          f"{result['numpy_best_gflops']:.1f}, torch {result['torch_best_gflops']:.1f}) "
           f"(background {background:.0%})", flush=True)
     return {**result, "when": when, "coretype_override": coretype, "background": background}
 
 
 # -- ONNX export (a side process: workers must not inherit a torch-sized RSS peak) -------
 def export_worker(folder: Path, nets: list[str]) -> None:
-    from cnn_deploy.pipeline import resolve_target
+    from cnn_deploy.bench.targets import resolve_target
 
     targets = []
     for net in nets:
@@ -239,6 +253,7 @@ class Quiet:
 @dataclass
 class Result:
     net: str
+    batch: int
     label: str
     backend: str
     options: dict[str, Any]
@@ -262,7 +277,8 @@ def row_specs(extra: bool) -> list[tuple[str, dict[str, Any]]]:
 
     rows: list[tuple[str, dict[str, Any]]] = [
         ("torch", dict(BASELINE_OPTIONS)), ("torch", {}),
-        ("onnxruntime", {}), ("onnxruntime", {"opt_level": "all"})]
+        ("onnxruntime", {}), ("onnxruntime", {"opt_level": "all"}),
+        ("openvino", {"hint": "latency"}), ("openvino", {"hint": "throughput"})]
     if extra:
         rows += [("onnxruntime", {"threads": 1}),
                  ("onnxruntime", {"opt_level": "all", "threads": 1}),
@@ -270,17 +286,17 @@ def row_specs(extra: bool) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def bench_net(target: Target, rows: list[tuple[str, dict[str, Any]]], processes: int,
-              data: str | None, quiet: Quiet) -> list[Result]:
+def bench_net(target: Target, rows: list[tuple[str, dict[str, Any]]], batches: tuple[int, ...],
+              processes: int, data: str | None, quiet: Quiet) -> list[Result]:
     """One plan per row, each in ``processes`` fresh processes; peak_share is left at 0."""
     assert target.spec is not None
     net, cells = target.name, []
     meta: list[tuple[float, float]] = []
     for index, (backend, options) in enumerate(rows):
         config = BackendConfig(backend, options, baseline=index == 0)  # row_specs puts it first
-        plan = Plan(target, (config,), (BATCH,), TimingConfig(), data)
+        plan = Plan(target, (config,), batches, TimingConfig(), data)
 
-        def once(p: Plan = plan) -> list[Cell]:
+        def once(p: Plan = plan) -> list[Measurement]:
             return list(run_plan(p, processes))
 
         got, background, seconds = quiet.run(once, f"{net} {backend} {options}")
@@ -289,14 +305,14 @@ def bench_net(target: Target, rows: list[tuple[str, dict[str, Any]]], processes:
         cells += got
         meta.append((background, seconds))
         print(f"  {net:<11} {got[0].label:<28} "
-              + " ".join(f"{c.stats.tiles_per_ms:7.2f}" for c in got) + " tiles/ms"
+              + " ".join(f"b{c.batch}:{c.stats.tiles_per_ms:.2f}" for c in got) + " tiles/ms"
               + f"  (background {background:.0%})", flush=True)
     flops = target.spec.flops_per_tile
     results = []
     for s in summarise_cells(cells, TimingConfig()):
         gflops = s.stats.tiles_per_ms * 1000 * flops / 1e9
-        group = [c for c in cells if c.row == s.row]
-        results.append(Result(net, s.label, s.backend, group[0].options, s.stats.tiles_per_ms,
+        group = [c for c in cells if c.row == s.row and c.batch == s.batch]
+        results.append(Result(net, s.batch, s.label, s.backend, group[0].options, s.stats.tiles_per_ms,
                               list(s.tiles_per_ms_all), s.spread, s.stats.median_ms, s.stats.cv,
                               gflops, 0.0, s.speedup,
                               max(c.peak_rss_mb for c in group), *meta[s.row],
@@ -313,9 +329,9 @@ class Goal:
     detail: str
 
 
-def fastest(results: list[Result], net: str) -> Result:
-    return max((r for r in results if r.net == net and "[baseline]" not in r.label),
-               key=lambda r: r.tiles_per_ms)
+def fastest(results: list[Result], net: str, batch: int = GOAL_BATCH) -> Result:
+    return max((r for r in results if r.net == net and r.batch == batch
+                and "[baseline]" not in r.label), key=lambda r: r.tiles_per_ms)
 
 
 def evaluate(results: list[Result], scope: str) -> list[Goal]:
@@ -335,9 +351,10 @@ def evaluate(results: list[Result], scope: str) -> list[Goal]:
 
 # -- report ------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
+    from cnn_deploy.backends.registry import packages
     from cnn_deploy.device import device_record, library_versions
 
-    return {**device_record(), "versions": library_versions(),
+    return {**device_record(), "versions": library_versions(packages()),
             "date": datetime.date.today().isoformat()}
 
 
@@ -345,7 +362,8 @@ def print_report(mach: dict[str, Any], gemms: list[dict[str, Any]], peak: float,
                  results: list[Result], goals: list[Goal]) -> None:
     v = mach["versions"]
     print(f"\nmachine: {mach['cpu']}, {mach['usable_cpus']} cores; torch {v.get('torch')}, "
-          f"onnxruntime {v.get('onnxruntime')}, numpy {v.get('numpy')}; {mach['date']}")
+          f"onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino')}, numpy {v.get('numpy')}; "
+          f"{mach['date']}")
     for g in gemms:
         rt = g["blas"].get("runtime", {})
         core = g["coretype_override"] or rt.get("corename", "?")
@@ -353,17 +371,27 @@ def print_report(mach: dict[str, Any], gemms: list[dict[str, Any]], peak: float,
               f"{rt.get('threads', '?')} threads): best {g['best_gflops']:.1f}, "
               f"median {g['median_gflops']:.1f} GFLOP/s, background {g['background']:.0%}")
     print(f"peak used for shares: {peak:.1f} GFLOP/s\n")
-    head = (f"{'net':<11} {'row':<28} {'tiles/ms':>8} {'spread':>6} {'GFLOP/s':>7} "
+    head = (f"{'net':<11} {'batch':>5} {'row':<34} {'tiles/ms':>8} {'spread':>6} {'GFLOP/s':>7} "
             f"{'%peak':>6} {'vs NCHW':>7} {'RSS MB':>6} {'bg':>4}")
     print(head)
     print("-" * len(head))
     for r in results:
         up = f"{r.speedup:.2f}x" if r.speedup is not None else "-"
         flag = " !" if r.warnings else ""
-        print(f"{r.net:<11} {r.label:<28} {r.tiles_per_ms:8.2f} {r.spread:6.0%} {r.gflops:7.1f} "
+        print(f"{r.net:<11} {r.batch:>5} {r.label:<34} {r.tiles_per_ms:8.2f} {r.spread:6.0%} {r.gflops:7.1f} "
               f"{r.peak_share:6.1%} {up:>7} {r.peak_rss_mb:6.0f} {r.background:4.0%}{flag}")
     if any(r.warnings for r in results):
         print("! = the harness warned (CV, drift or spread across processes): see --json")
+    print("\nwinner per cell (median process; a winner within the spread of the runner-up is a tie):")
+    for net, batch in dict.fromkeys((r.net, r.batch) for r in results):
+        cell = sorted((r for r in results if (r.net, r.batch) == (net, batch)),
+                      key=lambda r: -r.tiles_per_ms)
+        best, second = cell[0], cell[1] if len(cell) > 1 else None
+        tie = (second is not None and best.tiles_per_ms - second.tiles_per_ms
+               <= max(best.spread, second.spread) * best.tiles_per_ms)
+        print(f"  {net:<11} b{batch:<5} {best.label} {best.tiles_per_ms:.2f} tiles/ms"
+              + (f" (tie with {second.label} {second.tiles_per_ms:.2f})" if tie and second else
+                 f" ({best.tiles_per_ms / second.tiles_per_ms:.2f}x {second.label})" if second else ""))
     print()
     for goal in goals:
         print(f"[{'PASS' if goal.passed else 'FAIL'}] ({goal.scope}) {goal.name}: "
@@ -374,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)),
+                        help="comma-separated batch sizes (the targets are judged at 1024)")
     parser.add_argument("--extra", action="store_true",
                         help="also time onnxruntime (extended, all) at 1 thread and "
                              "torch.compile channels-last")
@@ -402,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if set(args.nets) != set(NETS):
         print("note: targets are evaluated on all four nets; run without --nets for them")
+    batches = tuple(int(b) for b in args.batches.split(","))
     started = time.monotonic()
     quiet = Quiet(args.max_background, args.retries, until=started + args.retry_until_s)
     gemms = [measure_gemm(args.gemm_n, args.gemm_reps, quiet, "before")]
@@ -414,13 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         targets = export_targets(args.nets, Path(tmp))
         floor = own_peak_rss_mb()
         for net in args.nets:
-            raw += bench_net(targets[net], row_specs(args.extra), args.processes, args.data,
-                             quiet)
+            raw += bench_net(targets[net], row_specs(args.extra), batches, args.processes,
+                             args.data, quiet)
     gemms.append(measure_gemm(args.gemm_n, args.gemm_reps, quiet, "after"))
     peak = max(g["best_gflops"] for g in gemms)
     results = [replace(r, peak_share=r.gflops / peak) for r in raw]
     goals = []
-    if set(args.nets) == set(NETS):
+    if set(args.nets) == set(NETS) and GOAL_BATCH in batches:
         goals = evaluate([r for r in results if r.standard], "default rows")
         if args.extra:
             goals += evaluate(results, "all rows")
@@ -431,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({
-            "benchmark": "backends_cpu", "batch": BATCH, "processes": args.processes,
+            "benchmark": "backends_cpu", "batches": list(batches), "processes": args.processes,
             "machine": mach, "gemm": gemms, "peak_gflops": peak, "rss_floor_mb": floor,
             "results": [asdict(r) for r in results], "goals": [asdict(g) for g in goals],
             "seconds": time.monotonic() - started}, indent=2))

@@ -5,6 +5,7 @@ A leaf: imports nothing of the package but :mod:`cnn_deploy.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -37,7 +38,8 @@ def write_atomic(path: Path, data: bytes | str, what: str = "the output",
             os.fsync(fh.fileno())
         tmp.replace(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # under a file, say: there is no part to remove
+            tmp.unlink(missing_ok=True)
         raise error(f"cannot write {what} to {path} ({exc.strerror or exc}): choose another "
                     "path or fix its permissions") from None
     return path

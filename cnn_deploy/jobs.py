@@ -16,7 +16,7 @@ from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Target
 from cnn_deploy.bench.accuracy import Agreement, check_agreement
 from cnn_deploy.bench.phases import GpuReport, gpu_reports
-from cnn_deploy.bench.plan import Cell, Plan
+from cnn_deploy.bench.plan import Measurement, Plan
 from cnn_deploy.bench.summary import Summary, summarise_cells
 from cnn_deploy.bench.targets import build_rows, check_batches, default_backends, require_gpu
 from cnn_deploy.bench.timing import TimingConfig
@@ -30,7 +30,7 @@ DEFAULT_BATCHES = (1, 16, 256, 1024)
 class BenchOutcome:
     run_id: str
     summaries: list[Summary]
-    cells: list[Cell]
+    cells: list[Measurement]
     notes: list[str]
     results: Path | None
     target: Target
@@ -48,7 +48,7 @@ def benchmark(
     results: Path | None = None,
     data: str | None = None,
     notes: Sequence[str] = (),
-    on_cell: Callable[[Cell], None] | None = None,
+    on_cell: Callable[[Measurement], None] | None = None,
 ) -> BenchOutcome:
     """Time ``target`` on every backend; each cell is appended to ``results`` as it finishes."""
     from cnn_deploy.bench.workers import run_plan
@@ -66,7 +66,7 @@ def benchmark(
     onnx_sha = file_sha256(target.onnx) if target.onnx is not None and target.onnx.is_file() else None
     model = model_fields(target, onnx_sha)
     fp = precision(target.onnx)
-    cells: list[Cell] = []
+    cells: list[Measurement] = []
     energy_before = energy_mj() if writer.device.get("kind") == "cuda" else None
     for cell in run_plan(plan, processes):
         cells.append(cell)
@@ -153,7 +153,7 @@ def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset
                          fp16_parity, fp16_note)
 
 
-def _energy_fields(cell: Cell, energy_before: float | None,
+def _energy_fields(cell: Measurement, energy_before: float | None,
                 energy_after: float | None) -> dict[str, Any]:
     """The GPU energy spent since the previous cell, where NVML has the counter."""
     extra: dict[str, Any] = {}
@@ -190,7 +190,7 @@ def quickstart(
     train_subset: int | None = None,
     train_progress: Callable[[Any], None] | None = None,
     stage: Callable[[str], None] | None = None,
-    on_cell: Callable[[Cell], None] | None = None,
+    on_cell: Callable[[Measurement], None] | None = None,
 ) -> QuickstartOutcome:
     """Train lenet_1c1f, export it, benchmark it on every usable backend."""
     from cnn_deploy.data import load_mnist

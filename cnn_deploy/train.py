@@ -44,7 +44,7 @@ class TrainConfig:
 
 
 @dataclass
-class Progress:
+class TrainProgress:
     """What the library reports to a progress bar after each step."""
 
     epoch: int
@@ -54,7 +54,7 @@ class Progress:
     val_accuracy: float | None
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[TrainProgress], None]
 
 
 def train(
@@ -110,7 +110,7 @@ def train(
                     if milestones[key] is None and val_acc >= m:
                         milestones[key] = train_seconds
             if progress is not None:
-                progress(Progress(epoch, step + 1, steps, running, val_acc))
+                progress(TrainProgress(epoch, step + 1, steps, running, val_acc))
         epoch_acc = history[-1]["val_accuracy"]
         if epoch_acc > best_acc:
             best_acc, best_state, best_epoch, stale = epoch_acc, copy.deepcopy(model.state_dict()), epoch, 0

@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
-from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
-from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import Stats, TimingConfig, stability_warnings, summarise, time_runner
 
-
-class FakeClockRunner(Runner):
-    """A runner whose every run advances a fake clock by a scripted number of ms."""
-
-    backend = "fake"
-
-    def __init__(self, durations_ms: list[float]) -> None:
-        super().__init__()
-        self.now_ns = 0
-        self.durations = list(durations_ms)
-        self.runs = 0
-
-    def clock(self) -> int:
-        return self.now_ns
-
-    @property
-    def label(self) -> str:
-        return "fake"
-
-    def _activate(self) -> None:
-        return None
-
-    @property
-    def signature(self) -> Signature:
-        return Signature("x", (None, 1, 28, 28))
-
-    def stage(self, x: np.ndarray) -> Any:
-        return x
-
-    def run(self, staged: Any) -> Any:
-        self.now_ns += int(self.durations[min(self.runs, len(self.durations) - 1)] * 1e6)
-        self.runs += 1
-        return staged
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output)
+from fakes import FakeClockRunner, FakeGpuRunner
 
 
 def test_summarise_known_samples() -> None:
@@ -110,10 +72,10 @@ def test_warnings_for_spread_and_drift() -> None:
                for w in stability_warnings(noisy, summarise(noisy, 1), config))
 
 
-def _cell(row: int, label: str, batch: int, ms: float, process: int) -> Cell:
+def _cell(row: int, label: str, batch: int, ms: float, process: int) -> Measurement:
     samples = [ms] * 10
     stats: Stats = summarise(samples, batch)
-    return Cell(row, label, "fake", {}, "cpu", batch, batch, samples, 0, stats, [], [], "noise",
+    return Measurement(row, label, "fake", {}, "cpu", batch, batch, samples, 0, stats, [], [], "noise",
                 1.0, process, baseline="[baseline]" in label)
 
 
@@ -128,35 +90,6 @@ def test_combining_processes_reports_median_spread_and_speedup() -> None:
     assert ort.speedup == pytest.approx(2.0)
     assert ort.spread == pytest.approx((64 / 0.45 - 64 / 1.05) / 64.0)
     assert any("bimodal" in w for w in ort.warnings)
-
-
-class FakeTimer(PhaseTimer):
-    def __init__(self, runner: FakeClockRunner) -> None:
-        self.runner = runner
-        self.marks: list[tuple[str, int]] = []
-
-    def mark(self, phase: str) -> None:
-        if phase == "start":
-            self.marks = []
-        self.marks.append((phase, self.runner.now_ns))
-
-    def elapsed_ms(self) -> dict[str, float]:
-        return {name: (t - prev) / 1e6
-                for (_, prev), (name, t) in zip(self.marks, self.marks[1:], strict=False)}
-
-
-class FakeGpuRunner(FakeClockRunner):
-    """Enqueue costs 0.1 ms of host time; the 'device' takes h2d 1 ms, compute 3, d2h 1."""
-
-    def phase_timer(self) -> PhaseTimer | None:
-        return FakeTimer(self)
-
-    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
-        timer.mark("start")
-        for phase, ms in (("h2d", 1.0), ("compute", 3.0), ("d2h", 1.0)):
-            self.now_ns += int(ms * 1e6)
-            timer.mark(phase)
-        return staged
 
 
 def test_phased_timing_separates_enqueue_latency_and_device_phases() -> None:

@@ -11,7 +11,6 @@ events and graphs do what they claim.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -25,8 +24,10 @@ import pytest
 from cnn_deploy import cuda
 from cnn_deploy.errors import BackendError, CnnDeployError
 
+from contracts import CONTRACT_DIR, missing_names
+
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT_DIR = REPO / ".trt"
+
 PROP_FIELDS = ("name", "major", "minor", "multiProcessorCount", "totalGlobalMem")
 
 
@@ -106,34 +107,20 @@ def contract_names() -> list[str]:
             *(f"cudaDeviceProp.{f}" for f in PROP_FIELDS)]
 
 
-CHECK_NAMES = """
-import json, sys
-from cuda.bindings import runtime as rt
-import cuda.bindings
-def has(dotted):
-    obj = rt
-    for part in dotted.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
-print(json.dumps({"version": cuda.bindings.__version__,
-                  "missing": [n for n in json.loads(sys.argv[1]) if not has(n)]}))
-"""
 
 
 @pytest.mark.parametrize("major", ["12", "13"])
 def test_every_cuda_name_exists_in_cuda_python(major: str) -> None:
-    done = _bindings_run(major, CHECK_NAMES.replace("sys.argv[1]", repr(json.dumps(contract_names()))))
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = missing_names(f"cuda{major}", "cuda.bindings.runtime", contract_names(),
+                           version_of="cuda.bindings")
     assert result["version"].split(".")[0] == major
     assert result["missing"] == []
 
 
 def test_the_cuda_contract_check_reports_a_missing_name() -> None:
-    names = json.dumps([*contract_names(), "cudaGraphInstantiateV9"])
-    done = _bindings_run("13", CHECK_NAMES.replace("sys.argv[1]", repr(names)))
-    assert json.loads(done.stdout.strip().splitlines()[-1])["missing"] == ["cudaGraphInstantiateV9"]
+    result = missing_names("cuda13", "cuda.bindings.runtime",
+                           [*contract_names(), "cudaGraphInstantiateV9"])
+    assert result["missing"] == ["cudaGraphInstantiateV9"]
 
 
 NO_DRIVER = """

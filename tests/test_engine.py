@@ -560,40 +560,18 @@ LEAN_NAMES = ("__version__", "ILogger", "ILogger.__init__", "ILogger.Severity.IN
               "MemoryPoolType.WORKSPACE")
 
 
-_LEAN_CHECK = """
-import json, sys
-import tensorrt_lean as trt
-missing = []
-for name in json.loads(sys.argv[1]):
-    obj = trt
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            missing.append(name)
-            break
-        obj = getattr(obj, part)
-print(json.dumps({"missing": missing, "builder": hasattr(trt, "Builder") or hasattr(trt, "OnnxParser")}))
-"""
 
 
 @pytest.mark.parametrize("major", ["10", "11"])
 def test_runtime_side_names_exist_in_the_lean_runtime(major: str) -> None:
     """The builder names that also live in the runtime, checked in the real lean packages
     that scripts/setup.sh installs under .trt/<major> (in a subprocess, never the venv)."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from contracts import missing_names
 
-    folder = Path(__file__).resolve().parents[1] / ".trt" / major
-    if not (folder / "tensorrt_lean").is_dir():
-        pytest.skip(f"{folder} holds no tensorrt_lean: run scripts/setup.sh")
     assert set(LEAN_NAMES) <= set(engine.BUILDER_API)
-    done = subprocess.run([sys.executable, "-c", _LEAN_CHECK, json.dumps(LEAN_NAMES)],
-                          env={**os.environ, "PYTHONPATH": str(folder)}, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"missing": [], "builder": False}
+    result = missing_names(major, "tensorrt_lean", LEAN_NAMES)
+    assert result["version"].split(".")[0] == major
+    assert (result["missing"], result["builder"]) == ([], False)
 
 
 # -- real TensorRT on a real GPU -----------------------------------------------------------------

@@ -14,22 +14,23 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cnn_deploy import device
-from cnn_deploy.backends import registry
-from cnn_deploy.backends.base import Runner, Signature, Target
+from cnn_deploy.backends.base import Target
 from cnn_deploy.backends.ort import provider_options
 from cnn_deploy.bench import accuracy, targets
-from cnn_deploy.bench.phases import GPU_CV_THRESHOLD, gpu_report, gpu_reports, gpu_warnings, phase_stats
-from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.phases import gpu_report, gpu_reports, gpu_warnings, phase_stats
+from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import summarise
 from cnn_deploy.cli import app, render
 from cnn_deploy.errors import BackendError, BenchError
 
+from fakes import ScriptedRunner, hide_gpus
+
 
 def gpu_cell(compute: list[float], *, h2d: float = 0.01, d2h: float = 0.01, enqueue: float = 0.05,
-             latency: float | None = None, batch: int = 100, row: int = 0, process: int = 0) -> Cell:
+             latency: float | None = None, batch: int = 100, row: int = 0, process: int = 0) -> Measurement:
     n = len(compute)
     samples = [latency if latency is not None else c + h2d + d2h + 0.02 for c in compute]
-    return Cell(row, "tensorrt fp16", "tensorrt", {}, "cuda", batch, batch, samples, 3,
+    return Measurement(row, "tensorrt fp16", "tensorrt", {}, "cuda", batch, batch, samples, 3,
                 summarise(samples, batch), [], [], "mnist test digits", 100.0, process,
                 enqueue_ms=[enqueue] * n,
                 phases_ms={"h2d": [h2d] * n, "compute": list(compute), "d2h": [d2h] * n})
@@ -76,7 +77,7 @@ def test_a_runner_marking_only_compute_gets_no_copy_rows_or_copy_warning() -> No
 
 
 # -- trtexec's three warnings -------------------------------------------------------
-def kinds(cell: Cell) -> set[str]:
+def kinds(cell: Measurement) -> set[str]:
     return {w.split(":")[0] for w in gpu_warnings(phase_stats(cell))}
 
 
@@ -101,7 +102,6 @@ def test_unstable_when_gpu_compute_varies_more_than_one_percent() -> None:
     quiet = [1.0, 1.01] * 10  # CV ~0.5 %
     assert "unstable GPU compute" in kinds(gpu_cell(noisy))
     assert "unstable GPU compute" not in kinds(gpu_cell(quiet))
-    assert GPU_CV_THRESHOLD == 0.01
 
 
 def test_one_report_per_row_and_batch_from_the_median_process() -> None:
@@ -123,9 +123,9 @@ def test_gpu_table_shows_each_quantity_and_both_tiles_per_ms() -> None:
 
 
 # -- bench --engine on a machine without a GPU ----------------------------------------
-def test_bench_engine_without_a_gpu_says_so_in_one_line(tmp_path: Path) -> None:
-    if registry.gpu_usable():
-        pytest.skip("a GPU backend is usable here")
+def test_bench_engine_without_a_gpu_says_so_in_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_gpus(monkeypatch)
     plan = tmp_path / "lenet_3c1f_fp16.plan"
     plan.write_bytes(b"not an engine")
     result = CliRunner().invoke(app, ["bench", "--engine", str(plan), "--no-save"])
@@ -143,9 +143,8 @@ def test_bench_engine_refuses_a_model_file_as_well(tmp_path: Path) -> None:
     assert "--engine names the network already" in result.stderr
 
 
-def test_engine_rows_without_cuda_torch_keep_only_the_engine() -> None:
-    if registry.gpu_usable():
-        pytest.skip("a GPU backend is usable here")
+def test_engine_rows_without_a_gpu_say_why_each_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_gpus(monkeypatch)
     target = Target("lenet_1c1f", spec=targets.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
                     engine=Path("lenet_1c1f_fp16.plan"))
     with pytest.raises(BenchError, match="no backend usable here") as caught:
@@ -301,38 +300,6 @@ def test_onnxruntime_provider_options_use_the_documented_names() -> None:
 
 
 # -- the engine accuracy check ------------------------------------------------------------
-class ScriptedRunner(Runner):
-    """Predicts ``classes(x)`` with a fixed batch, recording every batch it was given."""
-
-    backend = "scripted"
-
-    def __init__(self, classes: Any, fixed_batch: int | None = None) -> None:
-        super().__init__()
-        self.classes, self.fixed = classes, fixed_batch
-        self.seen: list[int] = []
-
-    @property
-    def label(self) -> str:
-        return "scripted"
-
-    def _activate(self) -> None:
-        return None
-
-    @property
-    def signature(self) -> Signature:
-        return Signature("tiles", (self.fixed, 1, 28, 28))
-
-    def stage(self, x: np.ndarray) -> Any:
-        self.seen.append(len(x))
-        return x
-
-    def run(self, staged: Any) -> Any:
-        return np.eye(10, dtype=np.float32)[self.classes(staged)]
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output)
-
-
 def test_engine_accuracy_compares_top1_with_the_reference(mnist: Any) -> None:
     label_of = {t.tobytes(): int(c) for t, c in zip(mnist.test_images[:1000],
                                                     mnist.test_labels[:1000], strict=True)}

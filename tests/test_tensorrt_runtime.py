@@ -11,7 +11,6 @@ not instances, since those need a GPU.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -34,30 +33,16 @@ from cnn_deploy.backends.tensorrt import (
 )
 from cnn_deploy.errors import BackendError, BenchError, EngineError
 
+from contracts import CONTRACT_DIR, missing_names
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = Path(trt_backend.__file__)
-CONTRACT_DIR = REPO / ".trt"
 # Names in the source that stand for TensorRT objects, and the class whose attributes they use.
 ROOTS = {"trt": "", "self._trt": "", "engine": "ICudaEngine", "self._engine": "ICudaEngine",
          "context": "IExecutionContext", "self._context": "IExecutionContext",
          "runtime": "Runtime", "self._runtime": "Runtime", "inspector": "EngineInspector"}
 
 # Resolves dotted names on a module (``Class.attr`` on the class) and prints what is missing.
-CHECKER = """
-import importlib, json, sys
-module = importlib.import_module(sys.argv[1])
-required, alternatives = json.loads(sys.argv[2]), json.loads(sys.argv[3])
-def has(dotted):
-    obj = module
-    for part in dotted.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
-missing = [n for n in required if not has(n)]
-missing += ["|".join(g) for g in alternatives if not any(has(n) for n in g)]
-print(json.dumps({"version": module.__version__, "missing": missing}))
-"""
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -118,28 +103,19 @@ def test_the_source_walk_catches_an_unlisted_call() -> None:
 
 
 # -- the listed names exist in the real packages ------------------------------------
-def contract(folder: Path, names: tuple[str, ...] = RUNTIME_API) -> dict[str, Any]:
-    if not (folder / "tensorrt_lean").is_dir():
-        pytest.skip(f"{folder} holds no tensorrt_lean: run scripts/setup.sh to install the "
-                    "TensorRT contract packages")
-    env = {**os.environ, "PYTHONPATH": str(folder)}
-    done = subprocess.run([sys.executable, "-c", CHECKER, "tensorrt_lean", json.dumps(names),
-                           json.dumps(RUNTIME_API_ALTERNATIVES)],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def contract(folder: str, names: tuple[str, ...] = RUNTIME_API) -> dict[str, Any]:
+    return missing_names(folder, "tensorrt_lean", names, RUNTIME_API_ALTERNATIVES)
 
 
 @pytest.mark.parametrize("major", ["10", "11"])
 def test_every_runtime_name_exists_in_tensorrt_lean(major: str) -> None:
-    result = contract(CONTRACT_DIR / major)
+    result = contract(major)
     assert result["version"].split(".")[0] == major
     assert result["missing"] == []
 
 
 def test_the_contract_check_reports_a_missing_name() -> None:
-    result = contract(CONTRACT_DIR / "11", (*RUNTIME_API, "IExecutionContext.execute_async_v9"))
+    result = contract("11", (*RUNTIME_API, "IExecutionContext.execute_async_v9"))
     assert result["missing"] == ["IExecutionContext.execute_async_v9"]
 
 
@@ -148,20 +124,29 @@ def test_the_engine_inspector_is_bound_only_by_the_full_package(major: str) -> N
     """Why profile_layers asks hasattr(trt, "EngineInspector"): the lean runtime has the factory
     ICudaEngine.create_engine_inspector but not the class it returns."""
     names = ("ICudaEngine.create_engine_inspector", *FULL_ONLY_API)
-    assert contract(CONTRACT_DIR / major, names)["missing"] == list(FULL_ONLY_API)
+    assert contract(major, names)["missing"] == list(FULL_ONLY_API)
 
 
 def test_tensorrt_11_dropped_the_name_10_had() -> None:
     """Why the hasattr: device_memory_size exists in 10.x only, its _v2 in both."""
     old, new = "ICudaEngine.device_memory_size", "ICudaEngine.device_memory_size_v2"
-    assert contract(CONTRACT_DIR / "10", (old, new))["missing"] == []
-    assert contract(CONTRACT_DIR / "11", (old, new))["missing"] == [old]
+    assert contract("10", (old, new))["missing"] == []
+    assert contract("11", (old, new))["missing"] == [old]
 
 
 # -- pure logic, no TensorRT needed ------------------------------------------------------
-def test_a_batch_inside_the_profile_passes() -> None:
-    for batch in (1, 256, 4096):
-        check_batch_range([batch], (1, 4096), "net.plan")
+def test_a_runner_with_batch_limits_takes_batches_inside_them_only() -> None:
+    from fakes import ScriptedRunner
+
+    class Bounded(ScriptedRunner):
+        def batch_limits(self) -> tuple[int, int] | None:
+            return 2, 8
+
+    with Bounded(lambda x: np.zeros(len(x), dtype=int)) as runner:
+        for batch in (2, 8):
+            assert runner.infer(np.zeros((batch, 1, 28, 28), np.float32)).shape == (batch, 10)
+        with pytest.raises(BenchError, match=r"batch 9 is outside scripted's batch profile 2\.\.8"):
+            runner.infer(np.zeros((9, 1, 28, 28), np.float32))
 
 
 def test_a_batch_above_the_profile_names_the_range_and_the_rebuild_flag() -> None:

@@ -1,8 +1,8 @@
 """GPU timing read the way trtexec reports it: pure functions over measured cells.
 
-A GPU cell (``Cell.phases_ms`` is not None) carries, per timed iteration, the device time of
+A GPU cell (``Measurement.phases_ms`` is not None) carries, per timed iteration, the device time of
 each phase from CUDA events (``h2d``, ``compute``, ``d2h``), the host's enqueue time and the
-host's end-to-end latency (``Cell.samples_ms``). This module turns them into one statistics
+host's end-to-end latency (``Measurement.samples_ms``). This module turns them into one statistics
 row per quantity (median, p90, p99, min, max), tiles/ms from GPU compute alone and from end
 to end (thesis eq. 12 over the respective samples), and trtexec's three warnings:
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import Stats, summarise
 
 GPU_CV_THRESHOLD = 0.01  # trtexec's threshold for "GPU compute time is unstable"
@@ -53,11 +53,11 @@ class GpuReport:
                 "warnings": list(self.warnings)}
 
 
-def is_gpu_cell(cell: Cell) -> bool:
+def is_gpu_cell(cell: Measurement) -> bool:
     return cell.phases_ms is not None
 
 
-def phase_stats(cell: Cell) -> dict[str, Stats]:
+def phase_stats(cell: Measurement) -> dict[str, Stats]:
     """Statistics of every quantity a GPU cell measured (tiles/ms in each is eq. 12 over it)."""
     if cell.phases_ms is None:
         raise ValueError(f"{cell.label} batch {cell.batch} is not a GPU cell (no CUDA-event phases)")
@@ -91,7 +91,7 @@ def gpu_warnings(stats: dict[str, Stats], cv_threshold: float = GPU_CV_THRESHOLD
     return out
 
 
-def gpu_report(cell: Cell, cv_threshold: float = GPU_CV_THRESHOLD) -> GpuReport:
+def gpu_report(cell: Measurement, cv_threshold: float = GPU_CV_THRESHOLD) -> GpuReport:
     stats = phase_stats(cell)
     compute = stats.get("compute", stats["latency"])
     return GpuReport(cell.row, cell.label, cell.batch, cell.process, stats,
@@ -99,9 +99,9 @@ def gpu_report(cell: Cell, cv_threshold: float = GPU_CV_THRESHOLD) -> GpuReport:
                      tuple(gpu_warnings(stats, cv_threshold)))
 
 
-def gpu_reports(cells: Iterable[Cell], cv_threshold: float = GPU_CV_THRESHOLD) -> list[GpuReport]:
+def gpu_reports(cells: Iterable[Measurement], cv_threshold: float = GPU_CV_THRESHOLD) -> list[GpuReport]:
     """One report per GPU (row, batch): its median process by end-to-end tiles/ms."""
-    groups: dict[tuple[int, int], list[Cell]] = {}
+    groups: dict[tuple[int, int], list[Measurement]] = {}
     for cell in cells:
         if is_gpu_cell(cell):
             groups.setdefault((cell.row, cell.batch), []).append(cell)

@@ -66,7 +66,7 @@ class Plan:
 
 
 @dataclass
-class Cell:
+class Measurement:
     """One (row, batch) measured in one process: raw samples and what they say."""
 
     row: int
@@ -94,11 +94,11 @@ class Cell:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Cell:
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
         return cls(**{**d, "stats": Stats(**d["stats"])})
 
 
-def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
+def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
     """Time every (row, batch) of ``plan`` in this process, yielding cells as they finish."""
     from cnn_deploy.device import available_memory_bytes
 
@@ -122,7 +122,7 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Cell]:
                 stats = summarise(samples, batch)
                 if not _weights_trained(runner, plan.target):
                     notes.append("untrained weights: speed does not depend on them")
-                yield Cell(index, runner.label, runner.backend, dict(runner.options),
+                yield Measurement(index, runner.label, runner.backend, dict(runner.options),
                            runner.device, batch, requested, samples,
                            timed_run.warmup_iterations, stats,
                            stability_warnings(samples, stats, plan.timing), notes, source,

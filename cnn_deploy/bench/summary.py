@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import Stats, TimingConfig
 
 
@@ -29,8 +29,8 @@ class Summary:
     notes: tuple[str, ...]
 
 
-def summarise_cells(cells: list[Cell], config: TimingConfig = TimingConfig()) -> list[Summary]:
-    groups: dict[tuple[int, int], list[Cell]] = {}
+def summarise_cells(cells: list[Measurement], config: TimingConfig = TimingConfig()) -> list[Summary]:
+    groups: dict[tuple[int, int], list[Measurement]] = {}
     for cell in cells:
         groups.setdefault((cell.row, cell.batch), []).append(cell)
     baseline_tpm = {c.batch: _median_cell(g).stats.tiles_per_ms
@@ -52,6 +52,6 @@ def summarise_cells(cells: list[Cell], config: TimingConfig = TimingConfig()) ->
     return out
 
 
-def _median_cell(group: list[Cell]) -> Cell:
+def _median_cell(group: list[Measurement]) -> Measurement:
     ordered = sorted(group, key=lambda c: c.stats.tiles_per_ms)
     return ordered[(len(ordered) - 1) // 2]

@@ -16,11 +16,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from cnn_deploy.bench.plan import Cell, Plan, run_cells
+from cnn_deploy.bench.plan import Measurement, Plan, run_cells
 from cnn_deploy.errors import BenchError, CnnDeployError
 
 
-def run_plan(plan: Plan, processes: int = 1) -> Iterator[Cell]:
+def run_plan(plan: Plan, processes: int = 1) -> Iterator[Measurement]:
     """Yield cells as they finish; ``processes=0`` runs in this process (tests, debugging)."""
     if processes < 0:
         raise BenchError(f"--processes must be 0 or more, got {processes}")
@@ -31,7 +31,7 @@ def run_plan(plan: Plan, processes: int = 1) -> Iterator[Cell]:
         yield from _run_worker(plan, index)
 
 
-def _run_worker(plan: Plan, index: int) -> Iterator[Cell]:
+def _run_worker(plan: Plan, index: int) -> Iterator[Measurement]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy.bench.workers"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -43,7 +43,7 @@ def _run_worker(plan: Plan, index: int) -> Iterator[Cell]:
     for line in proc.stdout:
         message = json.loads(line)
         if "cell" in message:
-            cell = Cell.from_dict(message["cell"])
+            cell = Measurement.from_dict(message["cell"])
             last_batch = cell.batch
             yield cell
         elif "error" in message:

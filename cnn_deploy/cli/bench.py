@@ -46,7 +46,7 @@ def bench(
     """Benchmark a model: tiles/ms and latency per backend and batch, beside the baseline."""
     from cnn_deploy import jobs
     from cnn_deploy.backends import registry
-    from cnn_deploy.bench.plan import Cell
+    from cnn_deploy.bench.plan import Measurement
     from cnn_deploy.bench.targets import resolve_target
     from cnn_deploy.results.store import write_csv
 
@@ -58,7 +58,7 @@ def bench(
         processes = 3 if thesis else 1  # the thesis took the median of three loops
     with (resolve_target(model, spec, engine) as (target, notes),
           render.err.status("benchmarking...") as status):
-        def on_cell(cell: Cell) -> None:
+        def on_cell(cell: Measurement) -> None:
             status.update(f"{cell.label} batch {cell.batch}: "
                           f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
 

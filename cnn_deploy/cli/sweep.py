@@ -78,7 +78,7 @@ def sweep(
     with Progress(*columns, console=render.err, transient=True) as bar:
         task = bar.add_task("sweep", total=None)
 
-        def on_progress(p: lib.Progress) -> None:
+        def on_progress(p: lib.SweepProgress) -> None:
             what = p.cell.key if p.cell is not None else "done"
             bar.update(task, completed=p.done, total=p.total, description=what)
 

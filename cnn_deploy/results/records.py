@@ -14,7 +14,7 @@ from typing import Any
 from cnn_deploy import __version__
 from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Target
-from cnn_deploy.bench.plan import Cell
+from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.profile.run import Profile
 from cnn_deploy.profile.table import category_totals
@@ -44,7 +44,7 @@ def model_fields(target: Target, onnx_sha: str | None) -> dict[str, Any]:
     return {**target.to_dict(), "onnx_sha256": onnx_sha}
 
 
-def cell_payload(cell: Cell, *, model: dict[str, Any], timing: TimingConfig, precision: str,
+def cell_payload(cell: Measurement, *, model: dict[str, Any], timing: TimingConfig, precision: str,
                  processes: int, scenario: str = "offline", extra: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """A bench record's payload for one measured cell (one process)."""
@@ -66,7 +66,7 @@ def cell_payload(cell: Cell, *, model: dict[str, Any], timing: TimingConfig, pre
     return {**payload, **(extra or {})}
 
 
-def loops_payload(loops: Sequence[Cell]) -> list[dict[str, Any]] | None:
+def loops_payload(loops: Sequence[Measurement]) -> list[dict[str, Any]] | None:
     """Every process's raw samples of a cell timed in several (the thesis's loops)."""
     if len(loops) < 2:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_deploy.arch import THESIS_GROUPS, NetSpec, thesis_group
-from cnn_deploy.bench.plan import BackendConfig, Cell, Plan
+from cnn_deploy.bench.plan import BackendConfig, Measurement, Plan
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError
@@ -142,7 +142,7 @@ def shard(cells: Sequence[SweepCell], k: int, n: int) -> list[SweepCell]:
 
 
 def done_keys(results: Path) -> set[str]:
-    """Cell keys already in ``results`` (a missing file: none; a cut line is skipped)."""
+    """Measurement keys already in ``results`` (a missing file: none; a cut line is skipped)."""
     from cnn_deploy.results.tidy import done_cells
 
     return done_cells(results)
@@ -207,7 +207,7 @@ def plan_units(cells: Sequence[SweepCell], method: str = "default",
 
 # -- running -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Progress:
+class SweepProgress:
     done: int
     total: int
     cell: SweepCell | None  # the cell now running (None when all are done)
@@ -225,7 +225,7 @@ class SweepOutcome:
 
 def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: str = "default",
               duration: float | None = None, processes: int | None = None,
-              data: str | None = None, on_progress: Callable[[Progress], None] | None = None,
+              data: str | None = None, on_progress: Callable[[SweepProgress], None] | None = None,
               train_epochs: int | None = None, models: Path = Path("models")
               ) -> SweepOutcome:
     """Time every cell not yet in ``results``; append each cell's record as it finishes."""
@@ -248,7 +248,7 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     trained_nets: dict[NetSpec, dict[str, Any]] = {}
     units = plan_units(todo, method, duration)
     for unit in units:
-        report(Progress(finished, len(todo), unit[0]))
+        report(SweepProgress(finished, len(todo), unit[0]))
         trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
         model = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
         with resolve_target(*model) as (target, _):
@@ -257,7 +257,7 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
             plan = Plan(target, (_config(unit[0].backend),), tuple(c.batch for c in unit),
                         timing, data)
             pending = {c.batch: c for c in unit}
-            loops: dict[int, list[Cell]] = {}
+            loops: dict[int, list[Measurement]] = {}
             for cell in run_plan(plan, processes):
                 loops.setdefault(cell.requested_batch, []).append(cell)
                 if len(loops[cell.requested_batch]) < processes:
@@ -273,8 +273,8 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
                 outcome.warnings.extend(f"{sweep_cell.key}: {w}" for w in record["warnings"])
                 finished += 1
                 nxt = next(iter(pending.values()), None)
-                report(Progress(finished, len(todo), nxt, record))
-    report(Progress(finished, len(todo), None))
+                report(SweepProgress(finished, len(todo), nxt, record))
+    report(SweepProgress(finished, len(todo), None))
     return outcome
 
 
@@ -305,7 +305,7 @@ def _config(backend: str) -> BackendConfig:
     return BackendConfig(entry.name, entry.resolve(entry.device_options("cpu")))
 
 
-def _record(cell: SweepCell, loops: list[Cell], timing: TimingConfig, sha: str | None,
+def _record(cell: SweepCell, loops: list[Measurement], timing: TimingConfig, sha: str | None,
             sweep_info: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """One bench record per cell: the median loop's samples and stats, every loop's raw samples."""
     from cnn_deploy.results.records import cell_payload, loops_payload
