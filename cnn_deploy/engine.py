@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +45,7 @@ BUILDER_API = (
     "NetworkDefinitionCreationFlag.STRONGLY_TYPED",  # 10.x opt-in; 11.x deprecated, ignored
     "BuilderFlag.FP16",  # 10.x only: removed in 11.0 (migration guide; pyCore.cpp at v11.1)
     "BuilderFlag.VERSION_COMPATIBLE", "MemoryPoolType.WORKSPACE",  # 10.x and 11.x
+    "BuilderFlag.TF32", "IBuilderConfig.clear_flag",  # 10.x and 11.x; TF32 on by default
     "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.builder_optimization_level",  # 0..5
     "IBuilderConfig.set_flag", "IBuilderConfig.add_optimization_profile",  # -> index, -1: invalid
     "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache",  # -> bool
@@ -79,6 +80,7 @@ class Sidecar:
     timing_cache: str | None = None
     version_compatible: bool = False
     strongly_typed: bool = False
+    tf32: bool | None = None  # None: a sidecar from before the flag was recorded (TF32 was on)
     built_at: str = ""
     built_by: str = f"cnn_deploy {__version__}"
     builder_warnings: tuple[str, ...] = ()
@@ -125,7 +127,8 @@ def rebuild_command(sidecar: Sidecar) -> str:
     extra = {"--opt-level": sidecar.opt_level, "--workspace": sidecar.workspace_mib,
              "--timing-cache": sidecar.timing_cache}
     args += [s for flag, value in extra.items() if value is not None for s in (flag, str(value))]
-    return shlex.join(args + ["--version-compatible"] * sidecar.version_compatible)
+    return shlex.join(args + ["--version-compatible"] * sidecar.version_compatible
+                      + ["--tf32"] * bool(sidecar.tf32))
 
 
 def check_compatible(plan: Path, trt_version: str, gpu_name: str,
@@ -175,6 +178,7 @@ class BuildOptions:
     opt_level: int | None = None  # TensorRT's builder_optimization_level 0..5 (default 3)
     workspace_mib: int | None = None
     version_compatible: bool = False
+    tf32: bool = False  # fp32 layers may use TF32 tensor cores (TensorRT's default is on)
 
     def __post_init__(self) -> None:
         _check_precision(self.precision)
@@ -254,7 +258,7 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
     if options.precision == "fp16" and not has_fast_fp16(cc):
         raise EngineError(f"{gpu_name} (sm_{cc[0]}{cc[1]}) has no fast fp16 arithmetic: use --precision fp32")
     out = out or engine_path(onnx, options.precision, gpu_slug(gpu_name, cc))
-    logger = _capturing_logger(trt)
+    logger = capturing_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(plan_of.network_flags)
     parser = trt.OnnxParser(network, logger)
@@ -274,6 +278,11 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
         config.set_flag(trt.BuilderFlag.FP16)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    # TF32 is on by default (NvInfer.h: BuilderFlag::kTF32 "enabled by default"), so an "fp32"
+    # engine would run its fp32 layers on TF32 tensor cores (10-bit mantissa) on Ampere and
+    # newer: fp32 means TF32 off unless --tf32 asks for it.
+    if not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.opt_level is not None:
@@ -305,7 +314,9 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
         build_seconds=seconds, opt_level=options.opt_level, workspace_mib=options.workspace_mib,
         timing_cache=None if options.timing_cache is None else str(options.timing_cache),
         version_compatible=options.version_compatible, strongly_typed=plan_of.strongly_typed,
-        built_at=datetime.now(UTC).isoformat(timespec="seconds"), builder_warnings=tuple(logger.warnings))
+        tf32=options.tf32,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        builder_warnings=tuple(logger.warnings))
     write_sidecar(out, sidecar)
     return out, sidecar
 
@@ -362,8 +373,10 @@ def _gpu_identity() -> tuple[tuple[str, tuple[int, int]] | None, list[str]]:
     return None, [*reasons, "cuda-python sees no device"]
 
 
-def _capturing_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps warnings and errors and never prints."""
+def capturing_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps warnings and errors and never prints: TensorRT's default
+    ``trt.Logger`` writes ``[TRT] [W] ...`` lines to ``std::cout`` (pyCore.cpp), which would land
+    in a command's --json output. The builder and the runtime both log through one of these."""
 
     class CapturingLogger(trt.ILogger):
         def __init__(self) -> None:

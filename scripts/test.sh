@@ -10,4 +10,7 @@ mypy cnn_deploy
 # DESIGN.md's layers and independent backends (pyproject.toml [tool.importlinter]): no cycles, no
 # import against the flow.
 lint-imports
+# Jetson's JetPack 6 runs Python 3.10: no 3.10 interpreter installs here, so check statically
+# (ruff and mypy also target 3.10 in pyproject.toml).
+vermin --no-tips --target=3.10- --violations --eval-annotations cnn_deploy tests benchmarks
 python -m pytest "$@"

@@ -307,13 +307,13 @@ class FakeTrt:
     def __init__(self, weak_typing: bool, built: bytes | None = b"\x01" * 1000,
                  parser: FakeParser | None = None) -> None:
         flags = {"FP16": 0} if weak_typing else {}
-        self.BuilderFlag = SimpleNamespace(**flags, VERSION_COMPATIBLE=13)
+        self.BuilderFlag = SimpleNamespace(**flags, VERSION_COMPATIBLE=13, TF32=6)
         self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1 if weak_typing else 0)
         self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
         self.__version__ = "10.8.0.43" if weak_typing else "11.1.0.5"
         severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3)
         self.ILogger = type("ILogger", (), {"Severity": severity, "__init__": lambda self: None})
-        self.calls: dict[str, Any] = {"flags": []}
+        self.calls: dict[str, Any] = {"flags": [], "cleared": []}
         fake = self
 
         class Cache:
@@ -328,6 +328,9 @@ class FakeTrt:
 
             def set_flag(self, flag: Any) -> None:
                 fake.calls["flags"].append(flag)
+
+            def clear_flag(self, flag: Any) -> None:
+                fake.calls["cleared"].append(flag)
 
             def set_memory_pool_limit(self, pool: Any, size: int) -> None:
                 fake.calls["pool"] = (pool, size)
@@ -417,6 +420,7 @@ def test_build_writes_plan_then_sidecar(monkeypatch: pytest.MonkeyPatch, tiny_on
     assert side.source_sha256 == file_sha256(tiny_onnx) and side.input_name == "tiles"
     assert side.builder_warnings == ("a builder warning",) and side.build_seconds is not None
     assert trt.calls["flags"] == [0] and trt.calls["network_flags"] == 0  # BuilderFlag.FP16
+    assert trt.calls["cleared"] == [6] and side.tf32 is False  # BuilderFlag.TF32: on by default
     assert trt.calls["profile"] == {"tiles": ((1, 1, 28, 28), (128, 1, 28, 28), (1024, 1, 28, 28))}
     assert trt.calls["pool"] == ("workspace", 256 << 20) and trt.config.builder_optimization_level == 5
     assert seen and "TensorRT 10.8.0.43" in seen[-1]
@@ -557,7 +561,7 @@ def test_the_api_check_sees_new_names() -> None:
 
 LEAN_NAMES = ("__version__", "ILogger", "ILogger.__init__", "ILogger.Severity.INTERNAL_ERROR",
               "ILogger.Severity.ERROR", "ILogger.Severity.WARNING", "BuilderFlag.VERSION_COMPATIBLE",
-              "MemoryPoolType.WORKSPACE")
+              "MemoryPoolType.WORKSPACE", "BuilderFlag.TF32")
 
 
 
@@ -637,3 +641,14 @@ def test_real_parser_rejection_is_listed(tmp_path: Path) -> None:
     onnx = _relu_onnx(tmp_path / "odd.onnx", None, op="NoSuchOperator")
     with pytest.raises(EngineError, match=r"ONNX parser rejected .*odd.onnx .*\n  node 0.*NoSuchOperator"):
         build_engine(onnx, BuildOptions(), out=tmp_path / "odd.plan")
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_fp32_means_tf32_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_onnx: Path,
+                                          tmp_path: Path, tf32: bool) -> None:
+    trt = FakeTrt(weak_typing=False)
+    _use(monkeypatch, trt, (H100, (9, 0)))
+    plan, side = build_engine(tiny_onnx, BuildOptions(tf32=tf32), tmp_path / "tiny_fp32.plan")
+    assert trt.calls["cleared"] == ([] if tf32 else [6])
+    assert read_sidecar(plan) == side and side.tf32 is tf32
+    assert ("--tf32" in rebuild_command(side)) is tf32

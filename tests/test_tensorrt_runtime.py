@@ -88,7 +88,7 @@ def test_the_backend_uses_only_names_listed_in_runtime_api() -> None:
     used = used_trt_names(SOURCE.read_text())
     assert used - listed_names() == set()
     assert "IExecutionContext.execute_async_v3" in used  # the walk sees through self._context
-    assert "Logger.WARNING" in used and "TensorIOMode.INPUT" in used
+    assert "Runtime.engine_host_code_allowed" in used and "TensorIOMode.INPUT" in used
 
 
 def test_runtime_api_lists_no_name_the_backend_does_not_use() -> None:
@@ -222,11 +222,12 @@ def test_a_plan_that_exists_needs_tensorrt_then_cuda_python(
 
 def test_unknown_options_are_refused_and_defaults_filled(tmp_path: Path) -> None:
     runner = TrtRunner(tmp_path / "net.plan", {"cuda_graph": True})
-    assert runner.options == {"cuda_graph": True, "stream_ordered": False}
+    assert runner.options == {"cuda_graph": True, "stream_ordered": False, "host_code": True}
     assert runner.backend == "tensorrt" and runner.device == "cuda"
     assert runner.label == "tensorrt net cuda-graph"
     with pytest.raises(BackendError, match=r"unknown option 'tensorrt.graph': tensorrt takes "
-                                           r"tensorrt.cuda_graph, tensorrt.stream_ordered\. "
+                                           r"tensorrt.cuda_graph, tensorrt.stream_ordered, "
+                                           r"tensorrt.host_code\. "
                                            r"Did you mean 'tensorrt.cuda_graph'\?"):
         TrtRunner(tmp_path / "net.plan", {"graph": True})
     with pytest.raises(BackendError, match=r"tensorrt.stream_ordered=maybe: expected true or false"):
@@ -292,3 +293,80 @@ def test_a_built_engine_matches_onnxruntime(trained: Any, tmp_path: Path) -> Non
             assert all(ms > 0 for ms in phases.values())
             with pytest.raises(BenchError, match="--max-batch 129"):
                 runner.stage(np.zeros((129, 1, 28, 28), np.float32))
+
+
+# -- behaviour the lean packages cannot show without a GPU (trt.Runtime segfaults without a
+# driver), through a recording fake whose names the contract tests check in the real packages --
+class _Severity:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+
+class _RecordingTrt(ModuleType):
+    """Records what the runner does to a Runtime, in order."""
+
+    def __init__(self) -> None:
+        super().__init__("tensorrt_lean")
+        self.__version__ = "10.16.1.11"
+        self.calls: list[str] = []
+        calls = self.calls
+
+        class ILogger:
+            Severity = _Severity
+
+            def __init__(self) -> None:
+                calls.append("ILogger.__init__")
+
+        class Runtime:
+            def __init__(self, logger: Any) -> None:
+                calls.append(f"Runtime({type(logger).__name__})")
+                self.logger = logger
+                self._host_code = False
+
+            @property
+            def engine_host_code_allowed(self) -> bool:
+                return self._host_code
+
+            @engine_host_code_allowed.setter
+            def engine_host_code_allowed(self, value: bool) -> None:
+                calls.append(f"engine_host_code_allowed={value}")
+                self._host_code = value
+
+            def deserialize_cuda_engine(self, data: bytes) -> None:
+                calls.append("deserialize_cuda_engine")
+                self.logger.log(_Severity.WARNING, "plan built with another TensorRT version")
+                self.logger.log(_Severity.ERROR, "Serialization assertion failed: magic tag")
+                return None
+
+        self.ILogger, self.Runtime = ILogger, Runtime
+
+
+@pytest.mark.parametrize("host_code", [True, False])
+def test_host_code_is_allowed_before_deserialising_and_the_log_is_captured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        host_code: bool) -> None:
+    from cnn_deploy import cuda
+
+    fake = _RecordingTrt()
+    monkeypatch.setattr(trt_backend, "import_trt", lambda: fake)
+    monkeypatch.setattr(cuda, "device_properties",
+                        lambda index=None: cuda.DeviceProps(0, "NVIDIA H200", (9, 0), 132, 1 << 37))
+    plan = tmp_path / "lenet_1c1f_fp32.plan"
+    plan.write_bytes(b"\x01" * 1024)
+    runner = TrtRunner(plan, {"host_code": host_code})
+    with pytest.raises(EngineError) as caught:
+        runner.__enter__()
+    assert fake.calls == ["ILogger.__init__", "Runtime(CapturingLogger)",
+                          f"engine_host_code_allowed={host_code}", "deserialize_cuda_engine"]
+    message = str(caught.value)
+    assert "(TensorRT: Serialization assertion failed: magic tag)" in message
+    assert ("needs -o tensorrt.host_code=true" in message) is not host_code
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # nothing printed: the logger keeps it
+    assert not runner._active
+
+
+@pytest.mark.parametrize("major", ["10", "11"])
+def test_the_logger_severities_the_fake_uses_are_the_real_ones(major: str) -> None:
+    names = ("ILogger.Severity.INTERNAL_ERROR", "ILogger.Severity.ERROR", "ILogger.Severity.WARNING",
+             "Runtime.engine_host_code_allowed", "Runtime.deserialize_cuda_engine")
+    assert contract(major, names)["missing"] == []

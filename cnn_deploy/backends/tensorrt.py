@@ -32,7 +32,8 @@ from cnn_deploy.errors import BackendError, BenchError, EngineError
 
 # Attributes of the tensorrt module, and of its runtime classes, that this module uses.
 RUNTIME_API = (
-    "__name__", "__version__", "Logger", "Logger.WARNING", "Runtime", "Runtime.deserialize_cuda_engine",
+    "__name__", "__version__", "Runtime", "Runtime.deserialize_cuda_engine",
+    "Runtime.engine_host_code_allowed",  # Core/Runtime.html (10.x, 11.x): default False
     "TensorIOMode.INPUT", "nptype",
     "ICudaEngine.create_execution_context", "ICudaEngine.num_io_tensors",
     "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "ICudaEngine.get_tensor_dtype",
@@ -56,7 +57,6 @@ RUNTIME_API_ALTERNATIVES = (("ICudaEngine.device_memory_size_v2", "ICudaEngine.d
 INSTALL_HINT = "pip install tensorrt"
 REBUILD = "cnndeploy build <model>.onnx"
 MIN_PLAN_BYTES = 256  # no serialized engine is smaller; anything less is a truncated file
-DEFAULT_OPTIONS: dict[str, Any] = {"cuda_graph": False, "stream_ordered": False}
 
 
 def import_trt() -> Any:
@@ -176,15 +176,26 @@ class TrtRunner(Runner):
 
     def _load(self, trt: Any, data: bytes) -> None:
         from cnn_deploy import cuda
+        from cnn_deploy.engine import capturing_logger
 
-        self._logger = trt.Logger(trt.Logger.WARNING)  # outlives the runtime that logs to it
-        runtime = self._runtime = trt.Runtime(self._logger)
+        # Never the default trt.Logger: it prints to stdout. This one outlives the runtime.
+        logger = self._logger = capturing_logger(trt)
+        runtime = self._runtime = trt.Runtime(logger)
+        # A version-compatible plan embeds the lean runtime as host code, which the runtime runs
+        # only when allowed (default False; trtexec's sampleEngines.cpp and Polygraphy's
+        # EngineFromBytes allow it). -o tensorrt.host_code=false refuses such plans.
+        runtime.engine_host_code_allowed = bool(self.options["host_code"])
         engine = self._engine = runtime.deserialize_cuda_engine(data)
+        self.notes.extend(f"TensorRT: {w}" for w in logger.warnings)
         if engine is None:
-            raise EngineError(f"{trt.__name__} {self.trt_version} cannot deserialize {self.plan}: "
-                              "the file is corrupt or was built by another TensorRT version"
+            said = "; ".join(logger.errors[-3:])
+            raise EngineError(f"{trt.__name__} {self.trt_version} cannot deserialize {self.plan}"
+                              + (f" (TensorRT: {said})" if said else "")
+                              + ": the file is corrupt or was built by another TensorRT version"
                               + (" (the lean runtime loads only version-compatible plans)"
                                  if trt.__name__ == "tensorrt_lean" else "")
+                              + ("" if self.options["host_code"] else
+                                 "; a version-compatible plan needs -o tensorrt.host_code=true")
                               + f": rebuild it here with `{REBUILD}`")
         context = self._context = engine.create_execution_context()
         if context is None:
@@ -471,6 +482,8 @@ BACKEND = Backend(
     options=(
         Option("cuda_graph", "bool", False, "replay a CUDA graph of the enqueue"),
         Option("stream_ordered", "bool", False, "allocate device buffers with cudaMallocAsync"),
+        Option("host_code", "bool", True, "let the runtime run the host code a version-"
+               "compatible plan embeds (as trtexec and Polygraphy do)"),
     ),
     aliases=("trt",),
     devices=("cuda",),

@@ -3,8 +3,13 @@
 ONNX Runtime's 2-thread timings were bimodal across processes on a 2-core CPU (60 vs 139
 tiles/ms for the same cell), so a figure from one process can mislead: each worker is a
 fresh interpreter, started one after another, and the spread between them is reported.
-Protocol: the plan as JSON on stdin; one JSON object per line on stdout, ``{"cell": ...}``
-per finished cell, ``{"error": "..."}`` for a user error (exit 2).
+
+Protocol: the plan as JSON on stdin; one JSON object per line on a pipe of its own (the file
+descriptor named in ``$CNNDEPLOY_WORKER_FD``), ``{"cell": ...}`` per finished measurement,
+``{"error": "..."}`` for a user error (exit 2). Not stdout: native libraries write there
+(TensorRT's default logger prints ``[TRT] [W] ...`` to ``std::cout``, ONNX Runtime and
+OpenVINO may log too), and a stray line must never be read as, or break, a message. The
+worker's stdout and stderr go to one temporary file whose tail explains a crash.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 
 from cnn_deploy.bench.plan import Measurement, Plan, run_cells
 from cnn_deploy.errors import BenchError, CnnDeployError
+
+FD_ENV = "CNNDEPLOY_WORKER_FD"
+WORKER_COMMAND = (sys.executable, "-m", "cnn_deploy.bench.workers")
 
 
 def run_plan(plan: Plan, processes: int = 1) -> Iterator[Measurement]:
@@ -28,28 +37,39 @@ def run_plan(plan: Plan, processes: int = 1) -> Iterator[Measurement]:
         yield from run_cells(plan)
         return
     for index in range(processes):
-        yield from _run_worker(plan, index)
+        yield from run_worker(plan, index)
 
 
-def _run_worker(plan: Plan, index: int) -> Iterator[Measurement]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy.bench.workers"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(json.dumps({"plan": plan.to_dict(), "process": index}))
-    proc.stdin.close()
-    error = None
-    last_batch = None
-    for line in proc.stdout:
-        message = json.loads(line)
-        if "cell" in message:
-            cell = Measurement.from_dict(message["cell"])
-            last_batch = cell.batch
-            yield cell
-        elif "error" in message:
-            error = message["error"]
-    stderr = proc.stderr.read()
-    code = proc.wait()
+def run_worker(plan: Plan, index: int,
+               command: Sequence[str] = WORKER_COMMAND) -> Iterator[Measurement]:
+    """One fresh worker process for ``plan``: its measurements as they finish."""
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", FD_ENV: str(write_fd)}
+    with tempfile.TemporaryFile(prefix="cnndeploy-worker-") as output:
+        try:
+            proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=output,
+                                    stderr=subprocess.STDOUT, env=env, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)  # the child holds its copy: EOF on read_fd when it exits
+        assert proc.stdin is not None
+        with os.fdopen(read_fd, "r", encoding="utf-8") as messages:
+            try:
+                proc.stdin.write(json.dumps({"plan": plan.to_dict(), "process": index}).encode())
+                proc.stdin.close()
+            except BrokenPipeError:  # the worker died at start: its output says why
+                pass
+            error, last_batch = None, None
+            for line in messages:
+                message = json.loads(line)
+                if "cell" in message:
+                    cell = Measurement.from_dict(message["cell"])
+                    last_batch = cell.batch
+                    yield cell
+                elif "error" in message:
+                    error = message["error"]
+        code = proc.wait()
+        output.seek(0)
+        tail = "\n".join(output.read().decode(errors="replace").strip().splitlines()[-15:])
     if error is not None:
         raise BenchError(error)
     if code == -signal.SIGKILL:
@@ -57,19 +77,24 @@ def _run_worker(plan: Plan, index: int) -> Iterator[Measurement]:
         raise BenchError(f"benchmark process {index + 1} was killed{after} (most likely out of "
                          "memory): use a smaller --batch")
     if code != 0:
-        tail = "\n".join(stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"benchmark process {index + 1} failed (exit {code}):\n{tail}")
 
 
 def main() -> int:
+    fd = int(os.environ[FD_ENV])
     request = json.loads(sys.stdin.read())
     plan = Plan.from_dict(request["plan"])
-    try:
-        for cell in run_cells(plan, process=int(request["process"])):
-            print(json.dumps({"cell": cell.to_dict()}), flush=True)
-    except CnnDeployError as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
-        return 2
+    with os.fdopen(fd, "w", encoding="utf-8") as channel:
+        def send(message: dict[str, object]) -> None:
+            channel.write(json.dumps(message) + "\n")  # one line, one write, then flushed
+            channel.flush()
+
+        try:
+            for cell in run_cells(plan, process=int(request["process"])):
+                send({"cell": cell.to_dict()})
+        except CnnDeployError as exc:
+            send({"error": str(exc)})
+            return 2
     return 0
 
 

@@ -22,6 +22,9 @@ def build(
     opt_level: Annotated[int | None, typer.Option(help="Builder optimisation level 0-5 "
                                                   "(TensorRT's default: 3).")] = None,
     workspace: Annotated[int | None, typer.Option(help="Workspace memory limit in MiB.")] = None,
+    tf32: Annotated[bool, typer.Option(help="Let fp32 layers use TF32 tensor cores (faster on "
+                                       "Ampere and newer, 10-bit mantissa; off: true fp32).")]
+        = False,
     version_compatible: Annotated[bool, typer.Option(help="Build an engine that later TensorRT "
                                                      "versions can load (slower).")] = False,
     out: Annotated[Path | None, typer.Option(help="Plan path (default: engines/<gpu-slug>/"
@@ -33,7 +36,8 @@ def build(
 
     options = BuildOptions(precision=precision, min_batch=min_batch, opt_batch=opt_batch,
                            max_batch=max_batch, timing_cache=timing_cache, opt_level=opt_level,
-                           workspace_mib=workspace, version_compatible=version_compatible)
+                           workspace_mib=workspace, version_compatible=version_compatible,
+                           tf32=tf32)
     with render.err.status(f"building {onnx}...") as status:
         plan, sidecar = build_engine(onnx, options, out, progress=status.update)
     render.out.print(f"wrote {plan} ({sidecar.plan_bytes} bytes) and {plan.with_suffix('.json').name}",
