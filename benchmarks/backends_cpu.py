@@ -269,6 +269,7 @@ class Result:
     background: float  # share of the cores other processes used meanwhile
     seconds: float
     standard: bool  # one of the default run's rows (not an --extra setting)
+    baseline: bool  # the torch-eager NCHW row every speed-up is measured against
     warnings: list[str] = field(default_factory=list)
 
 
@@ -316,7 +317,7 @@ def bench_net(target: Target, rows: list[tuple[str, dict[str, Any]]], batches: t
                               list(s.tiles_per_ms_all), s.spread, s.stats.median_ms, s.stats.cv,
                               gflops, 0.0, s.speedup,
                               max(c.peak_rss_mb for c in group), *meta[s.row],
-                              s.row < STANDARD_ROWS, list(s.warnings)))
+                              s.row < STANDARD_ROWS, s.baseline, list(s.warnings)))
     return results
 
 
@@ -331,7 +332,7 @@ class Goal:
 
 def fastest(results: list[Result], net: str, batch: int = GOAL_BATCH) -> Result:
     return max((r for r in results if r.net == net and r.batch == batch
-                and "[baseline]" not in r.label), key=lambda r: r.tiles_per_ms)
+                and not r.baseline), key=lambda r: r.tiles_per_ms)
 
 
 def evaluate(results: list[Result], scope: str) -> list[Goal]:

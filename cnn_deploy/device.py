@@ -81,17 +81,20 @@ def device_slug(record: dict[str, Any]) -> str:
     'nvidia-h100-80gb-hbm3-sm90': the same :func:`gpu_slug` names the engine folder."""
     gpu = record.get("gpu") or {}
     if record.get("kind") == "cuda" and gpu.get("name"):
-        cc = tuple(int(p) for p in str(gpu.get("compute_capability") or "0.0").split(".")[:2])
-        return gpu_slug(str(gpu["name"]), (cc[0], cc[1] if len(cc) > 1 else 0))
+        parts = re.findall(r"\d+", str(gpu.get("compute_capability") or ""))[:2]
+        if len(parts) < 2:  # unknown compute capability: the name alone, no made-up sm00
+            return gpu_slug(str(gpu["name"]), None)
+        return gpu_slug(str(gpu["name"]), (int(parts[0]), int(parts[1])))
     name = re.sub(r"\((?:R|TM)\)|CPU|Processor|@.*$", "", str(record.get("cpu", "cpu")))
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
     return f"{record.get('kind', 'cpu')}-{slug}-{record.get('usable_cpus')}c"
 
 
-def gpu_slug(name: str, cc: tuple[int, int]) -> str:
+def gpu_slug(name: str, cc: tuple[int, int] | None) -> str:
     """'NVIDIA H100 80GB HBM3', (9, 0) -> 'nvidia-h100-80gb-hbm3-sm90': the one name of a GPU
     model, for engine folders (engines are per GPU model and compute capability) and records."""
-    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:48] or 'gpu'}-sm{cc[0]}{cc[1]}"
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48] or "gpu"
+    return base if cc is None else f"{base}-sm{cc[0]}{cc[1]}"
 
 
 def available_memory_bytes() -> int | None:

@@ -21,7 +21,7 @@ from cnn_deploy.bench.summary import Summary, summarise_cells
 from cnn_deploy.bench.targets import build_rows, check_batches, default_backends, require_gpu
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError, CnnDeployError, DataError
-from cnn_deploy.results.records import Writer, cell_payload, model_fields
+from cnn_deploy.results.records import Writer, measurement_payload, model_fields
 
 DEFAULT_BATCHES = (1, 16, 256, 1024)
 
@@ -73,7 +73,7 @@ def benchmark(
         energy_now = energy_mj() if energy_before is not None else None
         extra = _energy_fields(cell, energy_before, energy_now)
         energy_before = energy_now
-        writer.append("bench", cell_payload(cell, model=model, timing=timing, precision=fp,
+        writer.append("bench", measurement_payload(cell, model=model, timing=timing, precision=fp,
                                             processes=processes, scenario=plan.scenario,
                                             extra=extra))
         if on_cell is not None:
@@ -95,7 +95,8 @@ def engine_agreement(target: Target, data: str | None = None, batch: int = 256,
     except (BenchError, DataError) as exc:
         return None, f"engine accuracy check skipped: {str(exc).split(';')[0]}"
     try:
-        result = check_agreement(target, "tensorrt", mnist, options=options, batch=batch)
+        engine_backend = registry.first_loading("engine").name
+        result = check_agreement(target, engine_backend, mnist, options=options, batch=batch)
     except CnnDeployError as exc:
         return None, f"engine accuracy check skipped: {exc}"
     note = None if target.checkpoint else ("untrained weights: only the top-1 agreement with "
@@ -125,7 +126,7 @@ class ExportOutcome:
     fp16_note: str | None
 
 
-def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset: int = 18,
+def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset: int | None = None,
            fp16: bool = False, parity_tiles: int = 2000) -> ExportOutcome:
     """Export a checkpoint to ONNX (and an fp16 twin), then compare each file with PyTorch on
     ``parity_tiles`` real test digits (``data``: a loaded Mnist; None skips the check)."""
@@ -134,14 +135,17 @@ def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset
 
     if parity_tiles < 0:
         raise BenchError(f"--parity-tiles must be 0 or more, got {parity_tiles}")
-    result = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16)
+    from cnn_deploy.export import DEFAULT_OPSET
+
+    result = export_checkpoint(checkpoint, out, opset=opset or DEFAULT_OPSET, fp16=fp16)
     spec = spec_from_metadata(read_metadata(result.path))
 
     def parity(path: Path) -> Agreement | None:
         if data is None or parity_tiles == 0:
             return None
         target = Target(spec.name if spec else path.stem, path, spec, checkpoint, True)
-        return check_agreement(target, "onnxruntime", data, tiles=parity_tiles)
+        onnx_reader = registry.first_loading("onnx").name  # ONNX Runtime: the ONNX reference
+        return check_agreement(target, onnx_reader, data, tiles=parity_tiles, unfolded=True)
 
     fp16_parity = fp16_note = None
     if result.fp16_path is not None:

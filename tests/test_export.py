@@ -98,3 +98,18 @@ def test_wrong_input_is_refused_with_the_contract(exported) -> None:  # type: ig
     result, _ = exported
     with OrtRunner(result.path) as runner, pytest.raises(BenchError, match=r"\(N, 1, 28, 28\)"):
         runner.infer(np.zeros((2, 3, 28, 28), np.float32))
+
+
+def test_the_export_check_would_catch_a_wrong_folding(exported, mnist, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The reference is the checkpoint's own module on normalised pixels, not the folded one:
+    an ONNX file without the folding (expects normalised input) must disagree."""
+    from cnn_deploy.backends.base import Target
+    from cnn_deploy.bench.accuracy import check_agreement
+    from cnn_deploy.train import load_checkpoint
+
+    _, checkpoint = exported
+    spec, model, _ = load_checkpoint(checkpoint)
+    unfolded = export_module(model, tmp_path / "unfolded.onnx", {"spec": spec.name})
+    target = Target(spec.name, unfolded, spec, checkpoint, True)
+    bad = check_agreement(target, "onnxruntime", mnist, tiles=200, unfolded=True)
+    assert bad.max_abs_error > 1.0 and bad.top1_agreement < 1.0

@@ -147,7 +147,7 @@ def test_engine_rows_without_a_gpu_say_why_each_is_skipped(monkeypatch: pytest.M
     hide_gpus(monkeypatch)
     target = Target("lenet_1c1f", spec=targets.spec_from_engine_name(Path("lenet_1c1f_fp16.plan")),
                     engine=Path("lenet_1c1f_fp16.plan"))
-    with pytest.raises(BenchError, match="no backend usable here") as caught:
+    with pytest.raises(BenchError, match="no backend asked for is usable here") as caught:
         targets.build_rows(target, targets.default_backends(target, {}), {})
     assert "no torch rows" in str(caught.value) and "tensorrt skipped" in str(caught.value)
     with pytest.raises(BackendError, match="unknown backend"):

@@ -10,7 +10,7 @@ import pytest
 
 from cnn_deploy.backends.base import LayerTime, Target
 from cnn_deploy.backends.ort import ort_layer_times
-from cnn_deploy.bench import targets as pipeline
+from cnn_deploy.bench.targets import resolve_target
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError, SpecError
 from cnn_deploy.profile import categories
@@ -24,7 +24,7 @@ TIMING = TimingConfig(warmup_ms=5.0, warmup_iterations=1, min_duration_ms=10.0, 
 
 @pytest.fixture(scope="module")
 def lenet_3c1f() -> Iterator[Target]:
-    with pipeline.resolve_target(None, "lenet_3c1f") as (target, _):
+    with resolve_target(None, "lenet_3c1f") as (target, _):
         yield target
 
 
@@ -90,7 +90,7 @@ def test_torch_eager_top_level_aten_ops(lenet_3c1f: Target) -> None:
 def test_the_expected_category_dominates(name: str, dominant: str) -> None:
     # Measured on the 2-core EPYC at batch 16, unfused ORT, three repeats: lenet_5c1f conv
     # 95.8-96.0 % of layer time; lenet_1c5f gemm 69.6-70.2 % (conv 15-16 %, pool 7.5 %).
-    with pipeline.resolve_target(None, name) as (target, _):
+    with resolve_target(None, name) as (target, _):
         p = prof.profile_target(target, "onnxruntime", 16, runs=3, unfused=True, timing=TIMING)
     totals = ptable.category_totals(p.table)
     assert totals[0]["category"] == dominant, totals
@@ -165,3 +165,12 @@ def test_tensorrt_layers_are_categorised_by_their_names() -> None:
     assert [(r["category"], r["constituents"]) for r in table] == [
         ("fused", "conv+elementwise"), ("memory", "")]
     assert table[0]["share"] == 0.75
+
+
+def test_unfused_is_refused_where_a_backend_cannot_unfuse() -> None:
+    with pytest.raises(BenchError, match=r"openvino profiles its deployed \(fused\) graph only: "
+                                         r"drop --unfused"):
+        prof.profile_options("openvino", True)
+    assert prof.profile_options("openvino", False) == ({}, [])
+    opts, notes = prof.profile_options("onnxruntime", True, {"threads": 1})
+    assert opts == {"threads": 1, "opt_level": "basic"} and "unfused" in notes[0]

@@ -91,3 +91,18 @@ def test_a_runner_needs_what_its_backend_loads() -> None:
 def test_every_backend_records_its_packages() -> None:
     packages = registry.packages()
     assert {"torch", "onnxruntime", "tensorrt"} <= set(packages)
+
+
+def test_numbers_that_would_overflow_a_runtime_are_refused() -> None:
+    for item in ("onnxruntime.threads=2147483648", "torch.threads=99999999999999999999",
+                 "openvino.streams=100000"):
+        with pytest.raises(BackendError, match="must be at most 4096"):
+            registry.parse_options([item])
+
+
+def test_probe_rows_are_matched_to_the_provider_asked_for() -> None:
+    ort = registry.get("onnxruntime")
+    cpu = registry.availability(ort, ort.resolve({}))
+    assert cpu is not None and cpu.target == "CPUExecutionProvider"
+    trt = registry.availability(ort, ort.resolve({"provider": "tensorrt"}))
+    assert trt is not None and trt.target == "TensorrtExecutionProvider"

@@ -13,12 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cnn_deploy import jobs
-from cnn_deploy.bench import targets as pipeline
+from cnn_deploy.bench.targets import resolve_target
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.cli import app
 from cnn_deploy.profile import run as prof
 from cnn_deploy.results import records as result_records
 from cnn_deploy.results.store import read
+from cnn_deploy.results.tidy import tidy
 from cnn_deploy.study import report as rep
 
 NETS = ("lenet_1c1f", "lenet_2c1f", "lenet_1c2f")
@@ -34,10 +35,10 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("results") / "bench.jsonl"
     quick = TimingConfig(warmup_ms=5.0, min_duration_ms=30.0, min_iterations=3)
     for net in NETS:
-        with pipeline.resolve_target(None, net) as (target, _):
+        with resolve_target(None, net) as (target, _):
             jobs.benchmark(target, ["onnxruntime"], BATCHES, timing=quick, processes=0,
                                results=path)
-    with pipeline.resolve_target(None, "lenet_2c1f") as (target, _):
+    with resolve_target(None, "lenet_2c1f") as (target, _):
         p = prof.profile_target(target, "onnxruntime", 16, runs=2, timing=quick)
     result_records.save_profiles([p], path)
     return path
@@ -100,7 +101,7 @@ def test_speedup_and_table2_when_records_carry_them(records: Path) -> None:
         r["device"]["slug"] = "other-device"
         r["stats"]["tiles_per_ms"] *= 2
         r["time_to_accuracy"] = {"90": 1.0, "95": 2.0, "97": 3.0}
-    rows = rep.tidy([*recs, *other])
+    rows = tidy([*recs, *other])
     ups = rep.speedups(rows)
     backends = {r["backend"]["label"] for r in other}  # onnxruntime and the torch baseline
     assert len(ups) == len(NETS) * len(BATCHES) * len(backends)
@@ -164,6 +165,6 @@ def test_table1_lists_drift_across_thesis_loops() -> None:
                 "model": {"spec": {"name": "lenet_2c1f", "conv_layers": 2, "fc_layers": 1}},
                 "backend": {"label": "onnxruntime extended 2t"}, "stats": {"tiles_per_ms": 9.0},
                 "sweep": {"method": "default"}, "device": {"slug": "cpu-x"}}]
-    rows = report.table1(report.tidy(records))
+    rows = report.table1(tidy(records))
     assert rows == [{"net": "lenet_1c1f", "backend": "onnxruntime extended 2t", "batch": 64,
                      "tiles_per_ms": 40.0, "drift_first_to_last_loop": -0.12}]

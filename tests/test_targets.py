@@ -47,7 +47,7 @@ def test_options_are_checked_and_the_device_follows_them(monkeypatch: pytest.Mon
     with pytest.raises(BackendError, match=r"unknown option 'onnxruntime\.thread'"):
         targets.build_rows(target, ["onnxruntime"], {"onnxruntime": {"thread": 1}})
     hide_gpus(monkeypatch)
-    with pytest.raises(BenchError, match=r"no backend usable here.*no torch rows: no GPU"):
+    with pytest.raises(BenchError, match=r"no backend asked for is usable here.*no torch rows: no GPU"):
         targets.build_rows(target, ["torch"], {"torch": {"device": "cuda"}})
 
 
@@ -97,3 +97,36 @@ def test_model_and_spec_are_exclusive() -> None:
     with pytest.raises(BenchError, match="--engine names the network already"), \
             targets.resolve_target(Path("a.onnx"), None, Path("x.plan")):
         pass
+
+
+def test_options_for_a_backend_not_benchmarked_are_refused() -> None:
+    target = Target(SPEC.name, Path("m.onnx"), SPEC)
+    with pytest.raises(BenchError, match=r"options given for openvino, which is not benchmarked: "
+                                         r"add it to --backend \(now onnxruntime\)"):
+        targets.build_rows(target, ["onnxruntime"], {"openvino": {"hint": "throughput"}})
+    # the baseline backend's options may place the baseline without timing torch otherwise
+    rows, _ = targets.build_rows(target, ["onnxruntime"], {"torch": {"threads": 1}})
+    assert [r.backend for r in rows] == ["torch", "onnxruntime"]
+    assert targets.default_backends(target, {"openvino": {"hint": "latency"}}) == [
+        "onnxruntime", "torch", "openvino"]
+
+
+def test_a_provider_that_is_not_there_skips_its_row_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_gpus(monkeypatch)
+    target = Target(SPEC.name, Path("m.onnx"), SPEC)
+    with pytest.raises(BenchError, match=r"no backend asked for is usable here.*onnxruntime "
+                                         r"skipped: .*(not in this onnxruntime|no GPU)"):
+        targets.build_rows(target, ["onnxruntime"], {"onnxruntime": {"provider": "tensorrt"}})
+
+
+def test_an_onnx_file_beside_another_checkpoint_times_untrained_torch(trained: Any,
+                                                                      tmp_path: Path) -> None:
+    """The ONNX metadata names lenet_1c1f.pt; a retrained (different) file sits there now."""
+    onnx = tmp_path / "lenet_1c1f.onnx"
+    shutil.copy(trained.onnx, onnx)
+    (tmp_path / "lenet_1c1f.pt").write_bytes(trained.checkpoint.read_bytes() + b"retrained")
+    notes: list[str] = []
+    target = targets.onnx_target(onnx, notes)
+    assert target.checkpoint is None and target.spec == SPEC
+    assert any("is not the checkpoint lenet_1c1f.onnx was exported from" in n for n in notes)

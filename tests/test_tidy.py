@@ -61,3 +61,9 @@ def test_load_and_done_cells_skip_damaged_lines(tmp_path: Path) -> None:
     assert len(records) == 1 and len(skipped) == 2
     assert done_cells(path) == {"lenet_1c1f|b16|torch|fp32"}
     assert done_cells(tmp_path / "missing.jsonl") == set()
+
+
+def test_a_gpu_is_one_device_in_old_and_new_records() -> None:
+    old = {**V1_BENCH, "device": {"kind": "cuda", "slug": "cuda-nvidia-h200-sm90"}}
+    new = {**V1_BENCH, "device": {"kind": "cuda", "slug": "nvidia-h200-sm90"}}
+    assert {r["device"] for r in tidy([old, new])} == {"nvidia-h200-sm90"}

@@ -29,6 +29,12 @@ __all__ = ["Availability", "Backend", "LayerTime", "Option", "PhaseTimer", "Runn
            "Signature", "Target"]
 
 
+# Bounds for thread, stream and device-index options: far above any machine, far below what
+# overflows the C integers the runtimes take (2**31 threads ended in a pybind TypeError).
+MAX_THREADS = 4096
+MAX_DEVICES = 1024
+
+
 # -- what a runner is asked to load -----------------------------------------------
 @dataclass(frozen=True)
 class Target:
@@ -78,8 +84,8 @@ def _no_check(value: Any) -> str | None:
 class Option:
     """One backend option, ``-o BACKEND.KEY=VALUE``: its type, default and allowed values.
 
-    ``kind`` is ``str``, ``int``, ``bool`` or ``path``; ``choices`` limits a ``str``;
-    ``minimum`` bounds an ``int``; ``optional`` lets ``none``/``default`` mean "not set".
+    ``kind`` is ``str``, ``int`` or ``bool``; ``choices`` limits a ``str``;
+    ``minimum`` and ``maximum`` bound an ``int``; ``optional`` lets ``none``/``default`` mean "not set".
     ``check`` returns a reason when a parsed value is still wrong (e.g. a device name).
     """
 
@@ -89,6 +95,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
+    maximum: int | None = None
     optional: bool = False
     check: Callable[[Any], str | None] = _no_check
 
@@ -106,6 +113,8 @@ class Option:
             raise BackendError(f"{where}={value} is not one of {', '.join(self.choices)}.{hint}")
         if self.minimum is not None and got < self.minimum:
             raise BackendError(f"{where}={value}: must be at least {self.minimum} ({self.help})")
+        if self.maximum is not None and got > self.maximum:
+            raise BackendError(f"{where}={value}: must be at most {self.maximum} ({self.help})")
         why = self.check(got)
         if why:
             raise BackendError(f"{where}={value}: {why}")
@@ -155,9 +164,12 @@ class Backend:
     baseline: Callable[[str], dict[str, Any]] | None = None
     packages: tuple[str, ...] = ()  # distributions whose versions every record carries
     fuses: bool = True  # its deployed graph fuses layers (torch eager does not)
-    # (unfused?, given options) -> (option changes, one-line note) for a per-layer profile
-    profile_graph: Callable[[bool, dict[str, Any]], tuple[dict[str, Any], str]] = field(
-        default=lambda unfused, options: ({}, ""))
+    # resolved options -> the probe row (Availability.target) a runner with them needs
+    probe_target: Callable[[dict[str, Any]], str] = field(default=lambda options: "")
+    default: int = 0  # > 0: in the table when no --backend is given, in this order
+    # (unfused?, given options) -> (option changes, one-line note) for a per-layer profile;
+    # None: the backend profiles its deployed graph only, and --unfused is refused
+    profile_graph: Callable[[bool, dict[str, Any]], tuple[dict[str, Any], str]] | None = None
 
     def option(self, key: str) -> Option:
         for o in self.options:
@@ -202,7 +214,7 @@ def check_batch_range(batches: Iterable[int], limits: tuple[int, int], what: str
     if outside:
         rebuild = f"rebuild it with `cnndeploy build <model>.onnx --max-batch {max(high, *outside)}`"
         if min(outside) < low:
-            rebuild += " and a smaller minimum batch"
+            rebuild += f" and --min-batch {min(outside)} (a smaller minimum batch)"
         raise BenchError(f"batch {', '.join(map(str, outside))} is outside {what}'s batch profile "
                          f"{low}..{high}: use --batch within it or {rebuild}")
 
@@ -228,6 +240,8 @@ class Runner(ABC):
     def __init__(self, options: dict[str, Any] | None = None, device: str = "cpu") -> None:
         self.options: dict[str, Any] = dict(options or {})
         self.device = device
+        self.notes: list[str] = []  # for the user: what the backend changed or warned about
+        self.applied: dict[str, Any] = {}  # what the backend reports it runs with (recorded)
         self._active = False
 
     @property
@@ -313,7 +327,7 @@ class Runner(ABC):
             raise BenchError(f"{self.label} expects {sig.dtype} input, got {x.dtype}")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Validate, run and return outputs as numpy (not for timing: see bench.py)."""
+        """Validate, run and return outputs as numpy (not for timing: see cnn_deploy.bench)."""
         if not self._active:
             raise RuntimeError("use the runner inside a `with` block")
         self.check_input(x)

@@ -19,7 +19,7 @@ uses), so a record says what ran.
 Options are documented OpenVINO properties: ``hint`` is PERFORMANCE_HINT, ``threads`` is
 INFERENCE_NUM_THREADS and ``streams`` NUM_STREAMS (none: OpenVINO chooses). OpenVINO clamps
 what it cannot honour (more threads than cores, more streams than threads); the read-back
-shows it and :attr:`OpenVinoRunner.notes` says so.
+shows it and the runner's ``notes`` say so.
 
 The openvino package is imported only inside functions: listing the backend costs nothing.
 """
@@ -33,7 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import Availability, Backend, LayerTime, Option, Runner, Signature, Target
+from cnn_deploy.backends.base import (
+    MAX_THREADS,
+    Availability,
+    Backend,
+    LayerTime,
+    Option,
+    Runner,
+    Signature,
+    Target,
+)
 from cnn_deploy.errors import BackendError, ModelError
 from cnn_deploy.onnxfile import image_signature, load_onnx
 
@@ -52,10 +61,10 @@ OPTIONS = (
            choices=HINTS),
     Option("threads", "int", None,
            "OpenVINO INFERENCE_NUM_THREADS, CPU threads in all (none: OpenVINO's default, "
-           "every core it may use)", minimum=1, optional=True),
+           "every core it may use)", minimum=1, maximum=MAX_THREADS, optional=True),
     Option("streams", "int", None,
            "OpenVINO NUM_STREAMS, parallel execution streams (none: the hint's choice; "
-           "OpenVINO caps it at the threads)", minimum=1, optional=True),
+           "OpenVINO caps it at the threads)", minimum=1, maximum=MAX_THREADS, optional=True),
 )
 
 
@@ -109,7 +118,6 @@ class OpenVinoRunner(Runner):
         # every key present afterwards, defaults filled.
         super().__init__(BACKEND.resolve(options or {}), device="cpu")
         self.path = Path(path)
-        self.applied: dict[str, Any] = {}  # what the compiled model reports (after compiling)
         self._core: Any = None
         self._model: Any = None  # as read (dynamic batch); reshaped per compile
         self._compiled: Any = None
@@ -130,8 +138,7 @@ class OpenVinoRunner(Runner):
         precision = f" {a['precision']}" if a["precision"] != "f32" else ""
         return f"{NAME} {a['hint']} {a['threads']}t{streams}{precision}"
 
-    @property
-    def notes(self) -> list[str]:
+    def _unapplied(self) -> list[str]:
         """One line per asked setting OpenVINO did not apply as asked."""
         out: list[str] = []
         if not self.applied:
@@ -221,6 +228,7 @@ class OpenVinoRunner(Runner):
         self._compiled, self._request = compiled, compiled.create_infer_request()
         self._batch = batch
         self.applied = read_applied(ov, compiled, self._core)
+        self.notes = self._unapplied()
 
     # -- the timed path -------------------------------------------------------------
     def stage(self, x: np.ndarray) -> Any:
@@ -491,8 +499,7 @@ def probe() -> list[Availability]:
 
 
 def _runner(target: Target, options: dict[str, Any]) -> Runner:
-    if target.onnx is None:
-        raise BackendError(f"{NAME} needs an ONNX file; {target.name} has none")
+    assert target.onnx is not None  # the registry checked `needs`
     return OpenVinoRunner(target.onnx, options)
 
 
@@ -507,4 +514,5 @@ BACKEND = Backend(
     devices=("cpu",),
     profiles=True,
     packages=("openvino",),
+    probe_target=lambda options: DEVICE,
 )

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnn_deploy.backends.base import Availability, Backend, LayerTime, Option, Runner, Signature, Target
+from cnn_deploy.backends.base import (
+    MAX_DEVICES,
+    MAX_THREADS,
+    Availability,
+    Backend,
+    LayerTime,
+    Option,
+    Runner,
+    Signature,
+    Target,
+)
 from cnn_deploy.errors import BackendError, ModelError
 from cnn_deploy.onnxfile import image_signature, load_onnx
 
@@ -71,7 +81,9 @@ class OrtRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
+        # Parsed and checked as the command line's are: unknown keys and bad values refused.
+        super().__init__({k: v for k, v in BACKEND.resolve(options or {}).items()
+                          if k in (options or {}) or k in ("opt_level", "threads", "provider")})
         self.path = Path(path)
         self.options.setdefault("opt_level", DEFAULT_OPT_LEVEL)
         if self.options.get("threads") is None:
@@ -85,12 +97,6 @@ class OrtRunner(Runner):
                 if self.options.get(key) is None:
                     self.options[key] = value
             self.options.setdefault("trt_cache", str(DEFAULT_TRT_CACHE))  # None: no cache
-        if self.options["opt_level"] not in OPT_LEVELS:
-            raise BackendError(f"unknown onnxruntime opt_level '{self.options['opt_level']}': "
-                               f"choose one of {', '.join(OPT_LEVELS)}")
-        if self.options["provider"] not in PROVIDERS:
-            raise BackendError(f"unknown onnxruntime provider '{self.options['provider']}': "
-                               f"choose one of {', '.join(PROVIDERS)}")
         if self.options["provider"] != "tensorrt":
             self.options.pop("trt_cache", None)
             self.options.pop("fp16", None)
@@ -330,10 +336,10 @@ BACKEND = Backend(
         Option("opt_level", "str", DEFAULT_OPT_LEVEL, "graph optimisation level",
                choices=tuple(OPT_LEVELS)),
         Option("threads", "int", None, "intra-op threads (default: the cores this process may "
-               "use)", minimum=1, optional=True),
+               "use)", minimum=1, maximum=MAX_THREADS, optional=True),
         Option("provider", "str", "cpu", "execution provider", choices=tuple(PROVIDERS)),
         Option("device_id", "int", None, "GPU index for the cuda/tensorrt providers", minimum=0,
-               optional=True),
+               maximum=MAX_DEVICES, optional=True),
         Option("fp16", "bool", None, "TensorRT provider: allow fp16 kernels", optional=True),
         Option("trt_cache", "str", str(DEFAULT_TRT_CACHE), "TensorRT provider: engine cache "
                "folder (none: rebuild every time)", optional=True),
@@ -342,6 +348,8 @@ BACKEND = Backend(
     devices=("cpu", "cuda"),
     profiles=True,
     device_options=lambda device: {"provider": "cpu" if device == "cpu" else "cuda"},
+    probe_target=lambda options: PROVIDERS[options.get("provider") or "cpu"],
+    default=1,
     packages=("onnxruntime", "onnxruntime-gpu"),
     profile_graph=lambda unfused, options: _profile_graph(unfused, options),
 )

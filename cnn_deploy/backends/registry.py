@@ -85,17 +85,34 @@ def check_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 def probe_all() -> list[Availability]:
     """Every backend on every device it knows, usable here or why not."""
-    return [a for b in backends() for a in b.probe()]
+    return [a for b in backends() for a in probed(b)]
 
 
-def usable(name: str, device: str) -> Availability | None:
-    """The first probe row of ``name`` on ``device`` (``cpu`` or ``cuda``), usable or not."""
-    rows = [a for a in get(name).probe() if a.gpu == (device != "cpu")]
-    return next((a for a in rows if a.usable), rows[0] if rows else None)
+@functools.cache
+def probed(entry: Backend) -> tuple[Availability, ...]:
+    """``entry.probe()`` once per process: probes start sessions and load plugins."""
+    return tuple(entry.probe())
+
+
+def availability(entry: Backend, options: dict[str, Any]) -> Availability | None:
+    """The probe row a runner of ``entry`` with ``options`` needs (its device or provider)."""
+    wanted = entry.probe_target(options)
+    rows = probed(entry)
+    return next((a for a in rows if a.target == wanted), rows[0] if rows and not wanted else None)
+
+
+def first_loading(needs: str) -> Backend:
+    """The first listed backend that loads ``needs`` (``onnx``, ``spec`` or ``engine``)."""
+    return next(b for b in backends() if b.needs == needs)
 
 
 def gpu_usable() -> list[Availability]:
     return [a for a in probe_all() if a.usable and a.gpu]
+
+
+def defaults() -> list[str]:
+    """The backends a table shows when no --backend is given."""
+    return [b.name for b in sorted(backends(), key=lambda b: b.default) if b.default > 0]
 
 
 def packages() -> tuple[str, ...]:

@@ -56,7 +56,6 @@ FULL_ONLY_API = ("EngineInspector", "EngineInspector.execution_context",
 RUNTIME_API_ALTERNATIVES = (("ICudaEngine.device_memory_size_v2", "ICudaEngine.device_memory_size"),)
 INSTALL_HINT = "pip install tensorrt"
 REBUILD = "cnndeploy build <model>.onnx"
-MIN_PLAN_BYTES = 256  # no serialized engine is smaller; anything less is a truncated file
 
 
 def import_trt() -> Any:
@@ -74,6 +73,8 @@ def read_plan(path: Path) -> bytes:
     if not path.is_file():
         raise EngineError(f"engine file not found: {path}: build it with `{REBUILD}`")
     data = path.read_bytes()
+    from cnn_deploy.engine import MIN_PLAN_BYTES
+
     if len(data) < MIN_PLAN_BYTES:
         raise EngineError(f"engine file {path} is {len(data)} bytes, too small to be a TensorRT "
                           f"plan (truncated copy?): rebuild it with `{REBUILD}`")
@@ -81,17 +82,10 @@ def read_plan(path: Path) -> bytes:
 
 
 def _compat_notes(plan: Path, version: str, gpu: str, cc: tuple[int, int]) -> list[str]:
-    """cnn_deploy.engine.check_compatible (raises EngineError on a mismatch), where present."""
-    try:
-        module = importlib.import_module("cnn_deploy.engine")
-    except ModuleNotFoundError as exc:
-        if exc.name != "cnn_deploy.engine":
-            raise
-        module = None
-    check = getattr(module, "check_compatible", None)
-    if check is None:
-        return ["engine compatibility not checked: cnn_deploy.engine.check_compatible is missing"]
-    return list(check(plan, version, gpu, cc))
+    """cnn_deploy.engine.check_compatible: notes, or EngineError on another GPU or version."""
+    from cnn_deploy.engine import check_compatible
+
+    return list(check_compatible(plan, version, gpu, cc))
 
 
 @dataclass
@@ -119,7 +113,6 @@ class TrtRunner(Runner):
         self.plan = Path(plan)
         # Validated against BACKEND.options by the registry; direct callers get the same check.
         self.options = BACKEND.resolve(self.options)
-        self.notes: list[str] = []
         self.trt_version = ""
         self._trt: Any = None
         self._logger: Any = None
@@ -487,6 +480,7 @@ BACKEND = Backend(
     ),
     aliases=("trt",),
     devices=("cuda",),
+    probe_target=lambda options: "cuda",
     profiles=True,
     packages=("tensorrt", "tensorrt-lean", "cuda-python", "cuda-bindings"),
 )

@@ -25,6 +25,7 @@ import numpy as np
 
 from cnn_deploy.arch import IN_CHANNELS, TILE, NetSpec
 from cnn_deploy.backends.base import (
+    MAX_THREADS,
     Availability,
     Backend,
     LayerTime,
@@ -69,13 +70,9 @@ class TorchRunner(Runner):
 
     def __init__(self, spec: NetSpec, checkpoint: Path | None = None,
                  options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
+        # Parsed and checked as the command line's are: unknown keys and bad values refused.
+        super().__init__(BACKEND.resolve(options or {}))
         self.spec, self.checkpoint = spec, checkpoint
-        for key, value in DEFAULT_OPTIONS.items():
-            self.options.setdefault(key, value)
-        if self.options["memory_format"] not in MEMORY_FORMATS:
-            raise BackendError(f"unknown torch memory_format '{self.options['memory_format']}': "
-                               f"choose one of {', '.join(MEMORY_FORMATS)}")
         self.device = str(self.options["device"])
         self.cuda = self.device.startswith("cuda")
         if self.options["cuda_graph"] and not self.cuda:
@@ -359,7 +356,7 @@ BACKEND = Backend(
                "the input and weights' memory format", choices=MEMORY_FORMATS),
         Option("compile", "bool", False, "torch.compile the module (one graph per batch size)"),
         Option("threads", "int", None, "intra-op threads (torch's default when not set)",
-               minimum=1, optional=True),
+               minimum=1, maximum=MAX_THREADS, optional=True),
         Option("device", "str", "cpu", "cpu, cuda or cuda:N", check=_device_why),
         Option("cuda_graph", "bool", False, "replay the forward as a CUDA graph (CUDA only)"),
     ),
@@ -367,6 +364,8 @@ BACKEND = Backend(
     devices=("cpu", "cuda"),
     profiles=True,
     device_options=lambda device: {"device": device},
+    probe_target=lambda options: "cpu" if options.get("device", "cpu") == "cpu" else "cuda",
+    default=2,
     baseline=lambda device: {**BASELINE_OPTIONS, "device": device},
     packages=("torch",),
     fuses=False,

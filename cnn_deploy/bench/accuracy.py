@@ -8,6 +8,7 @@ network in PyTorch): both runners come from the registry and take raw 0..255 pix
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,25 +41,54 @@ def reference_options() -> dict[str, object]:
 
 
 def check_agreement(target: Target, backend: str, data: Mnist, *, options: dict[str, object]
-                    | None = None, tiles: int = DEFAULT_TILES, batch: int = 256) -> Agreement:
-    """Classify the first ``tiles`` test digits with ``backend`` and with PyTorch."""
+                    | None = None, tiles: int = DEFAULT_TILES, batch: int = 256,
+                    unfolded: bool = False) -> Agreement:
+    """Classify the first ``tiles`` test digits with ``backend`` and with PyTorch.
+
+    The reference is the deployed network in PyTorch (raw pixels, normalisation folded into
+    the first conv) or, with ``unfolded``, the checkpoint's own module on normalised pixels:
+    what export checks, so that an error in the folding shows."""
     if target.spec is None:
         raise BenchError(f"{target.name} names no cnn_deploy network: no PyTorch reference")
+    runner = registry.runner(backend, target, dict(options or {}))
+    if unfolded:
+        if target.checkpoint is None:
+            raise BenchError(f"{target.name} has no checkpoint: no unfolded reference")
+        return agreement(runner, _UnfoldedCheckpoint(target.checkpoint), data, tiles=tiles,
+                         batch=batch)
     reference = registry.baseline_backend().name
-    return agreement(registry.runner(backend, target, dict(options or {})),
-                     registry.runner(reference, target, reference_options()), data,
+    return agreement(runner, registry.runner(reference, target, reference_options()), data,
                      tiles=tiles, batch=batch)
 
 
-def agreement(runner: Runner, reference: Runner, data: Mnist, *, tiles: int = DEFAULT_TILES,
-              batch: int = 256) -> Agreement:
-    """Classify the first ``tiles`` test digits (raw 0..255 pixels) with both runners."""
+class _UnfoldedCheckpoint:
+    """The checkpoint's module as trained: normalised pixels in (not a backend, a reference)."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        from cnn_deploy.data import MNIST_MEAN, MNIST_STD, PIXEL_MAX
+        from cnn_deploy.train import load_checkpoint
+
+        model = load_checkpoint(self.checkpoint)[1].eval()
+        normalised = ((images / np.float32(PIXEL_MAX)) - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+        with torch.inference_mode():
+            return np.asarray(model(torch.from_numpy(normalised.astype(np.float32))).numpy())
+
+
+def agreement(runner: Runner, reference: Runner | _UnfoldedCheckpoint, data: Mnist, *,
+              tiles: int = DEFAULT_TILES, batch: int = 256) -> Agreement:
+    """Classify the first ``tiles`` test digits (raw 0..255 pixels) with both."""
     if tiles < 1:
         raise BenchError(f"the accuracy check needs at least 1 tile, got {tiles}")
     images = to_float(data.test_images[:tiles], normalise=False)
     labels = data.test_labels[:len(images)]
     got = logits(runner, images, batch)
-    want = logits(reference, images, batch)
+    want = (reference.logits(images) if isinstance(reference, _UnfoldedCheckpoint)
+            else logits(reference, images, batch))
     return Agreement(len(images), float(np.max(np.abs(got.astype(np.float64) - want))),
                      float(np.mean(got.argmax(1) == want.argmax(1))),
                      float(np.mean(got.argmax(1) == labels)),

@@ -87,6 +87,7 @@ class Measurement:
     enqueue_ms: list[float] | None = None  # GPU runners: host enqueue time per iteration
     phases_ms: dict[str, list[float]] | None = None  # GPU runners: CUDA-event phase times
     baseline: bool = False
+    applied: dict[str, Any] = field(default_factory=dict)  # what the backend says it ran with
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,17 +123,21 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
                 stats = summarise(samples, batch)
                 if not _weights_trained(runner, plan.target):
                     notes.append("untrained weights: speed does not depend on them")
+                notes.extend(runner.notes)
                 yield Measurement(index, runner.label, runner.backend, dict(runner.options),
                            runner.device, batch, requested, samples,
                            timed_run.warmup_iterations, stats,
                            stability_warnings(samples, stats, plan.timing), notes, source,
                            peak_rss_mb(), process, timed_run.enqueue_ms, timed_run.phases_ms,
-                           row.baseline)
+                           row.baseline, dict(runner.applied))
 
 
 def _weights_trained(runner: Runner, target: Target) -> bool:
-    """Torch rows load the checkpoint; every other backend loads the exported file."""
-    return target.checkpoint is not None if runner.backend == "torch" else target.trained
+    """A backend that builds the network from its spec loads the checkpoint; every other
+    backend loads the exported file."""
+    if registry.get(runner.backend).needs == "spec":
+        return target.checkpoint is not None
+    return target.trained
 
 
 def _effective_batch(runner: Runner, requested: int) -> tuple[int, list[str]]:

@@ -19,9 +19,6 @@ from cnn_deploy.bench.plan import BackendConfig
 from cnn_deploy.errors import BenchError, ModelError, SpecError
 from cnn_deploy.onnxfile import read_metadata
 
-CPU_DEFAULT_BACKENDS = ("onnxruntime", "torch")
-ENGINE_DEFAULT_BACKENDS = ("tensorrt", "torch")
-
 
 @contextlib.contextmanager
 def resolve_target(model: Path | None, spec_name: str | None,
@@ -76,11 +73,24 @@ def onnx_target(model: Path, notes: list[str]) -> Target:
         notes.append(f"checkpoint {checkpoint} not found: the torch rows use untrained "
                      "weights of the same network (speed does not depend on them)")
         checkpoint = None
+    elif checkpoint is not None and meta.get("checkpoint_sha256") not in (
+            None, _sha256(checkpoint)):
+        # Another checkpoint under the same name (retrained, or another network): torch
+        # would time it under this file's name.
+        notes.append(f"{checkpoint} is not the checkpoint {model.name} was exported from: the "
+                     "torch rows use untrained weights of this file's network instead")
+        checkpoint = None
     if found is None:
         notes.append(f"{model.name} carries no cnn_deploy spec: no torch rows (no PyTorch "
                      "module to time), so there is no torch-eager baseline")
     return Target(found.name if found else model.stem, model, found, checkpoint,
                   "test_accuracy" in meta)
+
+
+def _sha256(path: Path) -> str:
+    from cnn_deploy.files import file_sha256
+
+    return file_sha256(path)
 
 
 def export_untrained(spec: NetSpec, folder: Path) -> Path:
@@ -94,7 +104,7 @@ def export_untrained(spec: NetSpec, folder: Path) -> Path:
 def require_gpu(what: str = "`--engine`") -> list[Availability]:
     """The GPU backends usable here, or one line saying none is and what can run instead."""
     probed = registry.probe_all()
-    gpu = [a for a in probed if a.usable and a.gpu]
+    gpu = registry.gpu_usable()
     if not gpu:
         here = ", ".join(f"{a.backend} ({a.target})" for a in probed if a.usable) or "none"
         why = next((a.why for a in probed if a.gpu and not a.usable), "")
@@ -169,11 +179,14 @@ def check_batches(target: Target, batches: Sequence[int]) -> None:
 
 # -- rows --------------------------------------------------------------------------
 def default_backends(target: Target, options: dict[str, dict[str, Any]]) -> list[str]:
-    """An engine: TensorRT beside torch, plus any backend given options (``-o
-    onnxruntime.provider=tensorrt``); anything else: ONNX Runtime and torch."""
+    """The backends a table shows when none are named, plus any backend given options (``-o
+    openvino.hint=throughput`` adds OpenVINO): for an engine, the backend that loads it beside
+    the baseline; otherwise the registry's default backends."""
     if target.engine is None:
-        return list(CPU_DEFAULT_BACKENDS)
-    return list(dict.fromkeys([*ENGINE_DEFAULT_BACKENDS, *options]))
+        first = registry.defaults()
+    else:
+        first = [registry.first_loading("engine").name, registry.baseline_backend().name]
+    return list(dict.fromkeys([*first, *(registry.get(b).name for b in options)]))
 
 
 def build_rows(target: Target, backends: Sequence[str],
@@ -183,10 +196,16 @@ def build_rows(target: Target, backends: Sequence[str],
     engine), overridden by ``options`` (``{"torch": {...}, ...}``)."""
     options = registry.check_options(options)
     names = registry.parse_backends(backends)
+    base = registry.baseline_backend()
+    # One rule for every target: options name backends that are timed; the baseline backend's
+    # options may also just place the baseline (-o torch.device=cuda -b onnxruntime).
+    stray = [b for b in options if b not in names and b != base.name]
+    if stray:
+        raise BenchError(f"options given for {', '.join(stray)}, which is not benchmarked: add it "
+                         f"to --backend (now {','.join(names)}) or drop its -o options")
     device = "cpu" if target.engine is None else "cuda"
     notes: list[str] = []
     rows: list[BackendConfig] = []
-    base = registry.baseline_backend()
     given = {name: {**registry.get(name).device_options(device), **options.get(name, {})}
              for name in names}
     baseline: dict[str, Any] | None = None
@@ -213,18 +232,17 @@ def build_rows(target: Target, backends: Sequence[str],
             notes.append(f"{name} skipped: {why}")
             continue
         rows.append(BackendConfig(name, resolved))
-    if not rows:
-        raise BenchError("no backend usable here for this model: see `cnndeploy backends`"
-                         + (f" ({'; '.join(notes)})" if notes else ""))
+    if not rows or (all(r.baseline for r in rows) and any(n != base.name for n in names)):
+        # Only the baseline left of what was asked: a table of it alone answers nothing.
+        raise BenchError("no backend asked for is usable here for this model: see `cnndeploy "
+                         "backends`" + (f" ({'; '.join(notes)})" if notes else ""))
     return rows, notes
 
 
 def _usable(entry: Backend, options: dict[str, Any]) -> tuple[bool, str]:
-    """Whether ``entry`` with ``options`` can run here: its probe row for that device."""
-    gpu = "cpu" not in entry.devices or any(
-        options.get(k) != v for k, v in entry.device_options("cpu").items())
-    rows = [a for a in entry.probe() if a.gpu == gpu]
-    chosen = next((a for a in rows if a.usable), rows[0] if rows else None)
-    if chosen is None:
-        return False, f"{entry.name} has no {'GPU' if gpu else 'CPU'} target"
-    return chosen.usable, chosen.why
+    """Whether ``entry`` with ``options`` can run here: its probe row for the device or
+    execution provider those options ask for."""
+    row = registry.availability(entry, options)
+    if row is None:
+        return False, f"{entry.name} cannot run on {entry.probe_target(options) or 'this device'}"
+    return row.usable, row.why

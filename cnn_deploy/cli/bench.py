@@ -66,7 +66,8 @@ def bench(
             target, backends, batches, options=options, timing=timing, processes=processes,
             results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
     accuracy, accuracy_note = (jobs.engine_agreement(
-        target, data, max(batches), options.get("tensorrt")) if engine is not None else (None, None))
+        target, data, max(batches), options.get(registry.first_loading("engine").name))
+        if engine is not None else (None, None))
     rows = render.summary_rows(outcome.summaries)
     if as_json:
         render.print_json({"run_id": outcome.run_id, "model": target.to_dict(), "rows": rows,

@@ -85,7 +85,11 @@ def op_category(op: str) -> str:
 
 
 def _op_category(op: str) -> str | None:
-    return _category_of_words(op.split("::")[-1]) if op else None
+    """The whole op name first ('LogSoftmax', 'log_softmax' -> 'logsoftmax'), then its words."""
+    if not op:
+        return None
+    name = op.split("::")[-1]
+    return _word_category(re.sub(r"[^a-z0-9]", "", name.lower())) or _category_of_words(name)
 
 
 def _category_of_name(name: str) -> str | None:
@@ -130,19 +134,7 @@ def category_of_trt_layer(name: str, layer_type: str | None = None, metadata: Ma
     return (kept[0], ()) if len(kept) == 1 else ("fused", kept)
 
 
-
-
-
-
-
-
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def _categories_of_part(part: str) -> tuple[str, ...]:
@@ -157,8 +149,6 @@ def _categories_of_part(part: str) -> tuple[str, ...]:
         if last:
             return last[:1]
     return _categories_of_words(part)[:1]
-
-
 
 
 def _category_of_words(text: str) -> str | None:

@@ -61,7 +61,7 @@ def check_backend(backend: str, engine: Path | None) -> str:
         from cnn_deploy.bench.targets import require_gpu
 
         require_gpu("profiling a TensorRT engine")
-        return registry.get("tensorrt").name
+        return registry.first_loading("engine").name
     names = registry.parse_backends(backend)
     if len(names) != 1:
         raise BenchError(f"profile one backend at a time, not {', '.join(names)}")
@@ -82,7 +82,13 @@ def profile_options(backend: str, unfused: bool,
                     options: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Backend options for a profile: the deployed graph by default, unfused on request (each
     backend says how: ``Backend.profile_graph``)."""
-    changes, note = registry.get(backend).profile_graph(unfused, dict(options or {}))
+    entry = registry.get(backend)
+    if entry.profile_graph is None:
+        if unfused:
+            raise BenchError(f"{entry.name} profiles its deployed (fused) graph only: drop --unfused "
+                             "(ONNX Runtime at opt level basic, or torch eager, show unfused layers)")
+        return dict(options or {}), []
+    changes, note = entry.profile_graph(unfused, dict(options or {}))
     opts = {**(options or {}), **changes}
     return opts, [note] if note else []
 

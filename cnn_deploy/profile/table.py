@@ -6,7 +6,7 @@ names."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,12 @@ from cnn_deploy.arch import NetSpec
 from cnn_deploy.backends.base import LayerTime
 from cnn_deploy.profile.categories import categorise
 
-Categoriser = Callable[[LayerTime], tuple[str, tuple[str, ...]]]
 
-
-def layer_table(layers: Sequence[LayerTime], batch: int, spec: NetSpec | None = None,
-                categoriser: Categoriser = categorise) -> list[dict[str, Any]]:
-    """One row per profiler layer: median time over runs, share, and (when the spec is
-    known) the FLOPs and bytes of the arch.py layers it covers, matched in order."""
+def layer_table(layers: Sequence[LayerTime], batch: int,
+                spec: NetSpec | None = None) -> list[dict[str, Any]]:
+    """One row per profiler layer: its category (the one categoriser), median time over runs,
+    share, and (when the spec is known) the FLOPs and bytes of the arch.py layers it covers,
+    matched in order."""
     runs = sorted({t.run for t in layers})
     grouped: dict[str, list[LayerTime]] = {}
     for t in layers:
@@ -30,7 +29,7 @@ def layer_table(layers: Sequence[LayerTime], batch: int, spec: NetSpec | None = 
     rows: list[dict[str, Any]] = []
     for name, times in grouped.items():
         first = times[0]
-        category, parts = categoriser(first)
+        category, parts = categorise(first)
         per_run = {t.run: 0.0 for t in times}
         for t in times:
             per_run[t.run] += t.time_ms

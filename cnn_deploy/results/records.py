@@ -44,14 +44,14 @@ def model_fields(target: Target, onnx_sha: str | None) -> dict[str, Any]:
     return {**target.to_dict(), "onnx_sha256": onnx_sha}
 
 
-def cell_payload(cell: Measurement, *, model: dict[str, Any], timing: TimingConfig, precision: str,
+def measurement_payload(cell: Measurement, *, model: dict[str, Any], timing: TimingConfig, precision: str,
                  processes: int, scenario: str = "offline", extra: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """A bench record's payload for one measured cell (one process)."""
     payload: dict[str, Any] = {
         "model": model,
         "backend": {"name": cell.backend, "label": cell.label, "device": cell.device,
-                    "options": cell.options, "baseline": cell.baseline},
+                    "options": cell.options, "baseline": cell.baseline, "applied": cell.applied},
         "scenario": "single-stream" if cell.batch == 1 else scenario,
         "precision": precision, "batch": cell.batch, "requested_batch": cell.requested_batch,
         "process": cell.process, "processes": max(processes, 1), "in_process": processes == 0,

@@ -35,9 +35,9 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                 "conv_layers": spec.get("conv_layers"), "fc_layers": spec.get("fc_layers"),
                 "depth": spec.get("depth"), "neurons": spec.get("neurons"),
                 "backend": backend.get("label"), "backend_name": backend.get("name"),
-                "baseline": bool(backend.get("baseline")) or "[baseline]" in str(
-                    backend.get("label") or ""),  # version-1 records before the field
-                "batch": r.get("batch"), "device": device.get("slug") or device.get("cpu"),
+                "baseline": (bool(backend["baseline"]) if "baseline" in backend
+                             else "[baseline]" in str(backend.get("label") or "")),  # older records
+                "batch": r.get("batch"), "device": _device_name(device),
                 "has_device": bool(device), "run_id": r.get("run_id")}
         if r.get("kind") == "bench":
             sweep = _dict(r, "sweep")
@@ -67,6 +67,15 @@ def done_cells(path: Path) -> set[str]:
     if not path.is_file():
         return set()
     return {r["cell"] for r in tidy(store.read(path).records) if isinstance(r.get("cell"), str)}
+
+
+def _device_name(device: dict[str, Any]) -> Any:
+    """The device's slug; records written before engine folders and records shared one GPU
+    name carry 'cuda-<gpu slug>', read as the GPU slug alone so both runs group together."""
+    slug = device.get("slug") or device.get("cpu")
+    if isinstance(slug, str) and slug.startswith("cuda-") and device.get("kind") == "cuda":
+        return slug.removeprefix("cuda-")
+    return slug
 
 
 def _dict(record: dict[str, Any], key: str) -> dict[str, Any]:

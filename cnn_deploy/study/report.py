@@ -17,8 +17,6 @@ from typing import Any
 
 from cnn_deploy.results.tidy import ACCURACIES, Rows, load, tidy
 
-__all__ = ["Rows", "build_report", "load", "tidy"]
-
 # Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
 THESIS_TABLE2 = {
     "lenet_5c1f": {"tiles_per_ms": 33.6, "90": 48.9, "95": 119.9, "97": 256.3},

@@ -142,7 +142,7 @@ def shard(cells: Sequence[SweepCell], k: int, n: int) -> list[SweepCell]:
 
 
 def done_keys(results: Path) -> set[str]:
-    """Measurement keys already in ``results`` (a missing file: none; a cut line is skipped)."""
+    """Sweep cell keys already in ``results`` (a missing file: none; a cut line is skipped)."""
     from cnn_deploy.results.tidy import done_cells
 
     return done_cells(results)
@@ -308,7 +308,7 @@ def _config(backend: str) -> BackendConfig:
 def _record(cell: SweepCell, loops: list[Measurement], timing: TimingConfig, sha: str | None,
             sweep_info: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """One bench record per cell: the median loop's samples and stats, every loop's raw samples."""
-    from cnn_deploy.results.records import cell_payload, loops_payload
+    from cnn_deploy.results.records import loops_payload, measurement_payload
 
     summary = summarise_cells(loops, timing)[0]
     mid = next(c for c in loops if c.stats == summary.stats)
@@ -321,7 +321,7 @@ def _record(cell: SweepCell, loops: list[Measurement], timing: TimingConfig, sha
         if abs(drift) > DRIFT_WARNING:
             warnings.append(f"tiles/ms drifted {drift:+.1%} from the first to the last loop "
                             f"({first:.1f} -> {last:.1f}; thesis Table 1 threshold 5 %)")
-    return cell_payload(mid, model={**model, "onnx_sha256": sha, "onnx": None}, timing=timing,
+    return measurement_payload(mid, model={**model, "onnx_sha256": sha, "onnx": None}, timing=timing,
                         precision=cell.precision, processes=len(loops), extra={
                             "cell": cell.key, "sweep": info, "requested_batch": cell.batch,
                             "in_process": False, "loops": loops_payload(loops),
