@@ -123,9 +123,17 @@ class NetSpec:
     def flat_features(self) -> int:
         return self.depth * self.pooled_side**2
 
-    def build(self) -> nn.Module:
-        """A torch module taking normalised (N, 1, 28, 28) float32 tiles to (N, 10) logits."""
+    def build(self, seed: int | None = None) -> nn.Module:
+        """A torch module taking normalised (N, 1, 28, 28) float32 tiles to (N, 10) logits;
+        with ``seed``, the same initial weights every time (untrained nets: an exported file
+        and the PyTorch rows beside it hold the same weights)."""
+        import torch
         from torch import nn
+
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.build()
 
         layers: list[nn.Module] = []
         channels = IN_CHANNELS

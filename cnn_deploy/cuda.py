@@ -31,7 +31,7 @@ CUDA_API = (
     "cudaFreeHost", "cudaMalloc", "cudaFree", "cudaMallocAsync", "cudaFreeAsync",
     "cudaMemcpyAsync", "cudaMemcpyKind", "cudaStreamBeginCapture", "cudaStreamCaptureMode",
     "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
-    "cudaGraphExecDestroy", "cudaGraphDestroy",
+    "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaDriverGetVersion", "cudaRuntimeGetVersion",
 )
 _NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
 _COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
@@ -80,12 +80,39 @@ class DeviceProps:
 
 
 def device_count() -> int:
-    """Visible CUDA devices; 0 where there is no GPU or no driver."""
+    """Visible CUDA devices; 0 where there is no GPU or no driver at all. A driver too old for
+    this cuda-python's CUDA major (cudaErrorInsufficientDriver with a driver present) is not
+    "no GPU": it raises, naming both versions and the extra that matches the driver."""
     rt = runtime()
     result = rt.cudaGetDeviceCount()
     if str(getattr(result[0], "name", "")) in _NO_GPU:
+        driver = driver_cuda_version()
+        needed = runtime_cuda_version()
+        if driver is not None and needed is not None and driver < needed:
+            raise BackendError(
+                f"the NVIDIA driver supports CUDA up to {_version(driver)} but this cuda-python "
+                f"is built for CUDA {_version(needed)}: install the stack for your driver "
+                f"(pip install -e '.[gpu-cu{driver // 1000}]') or update the driver")
         return 0
     return int(check(result, "cudaGetDeviceCount"))
+
+
+def driver_cuda_version() -> int | None:
+    """The newest CUDA the installed driver supports (12040 = 12.4); None with no driver."""
+    version = check(runtime().cudaDriverGetVersion(), "cudaDriverGetVersion")
+    return int(version) or None
+
+
+def runtime_cuda_version() -> int | None:
+    """The CUDA version these bindings are built for (13040 = 13.4)."""
+    try:
+        return int(check(runtime().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")) or None
+    except BackendError:
+        return None
+
+
+def _version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
 
 
 def device_properties(index: int | None = None) -> DeviceProps:

@@ -115,6 +115,23 @@ def export_checkpoint(
     return ExportResult(out, opset, fp16_path)
 
 
+def export_spec(spec: NetSpec, out: Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
+                seed: int = 0) -> ExportResult:
+    """Export an untrained network by name (speed does not depend on the weights; the metadata
+    says ``trained: false`` and there is no checkpoint), so any net of the family gets an ONNX
+    file, e.g. for a TensorRT engine in a sweep. Seeded: the same name gives the same file."""
+    model = spec.build(seed).eval()
+    meta = {"spec": spec.name, "spec_json": json.dumps(spec.to_dict()), "trained": "false",
+            "input": json.dumps(INPUT_CONTRACT), "exporter": f"cnn_deploy {__version__}"}
+    export_module(raw_pixel_module(model), out, {**meta, "precision": "fp32"}, opset)
+    fp16_path = None
+    if fp16:
+        fp16_path = out.with_name(out.stem + "_fp16.onnx")
+        export_module(_half_inside(raw_pixel_module(model)), fp16_path,
+                      {**meta, "precision": "fp16"}, opset)
+    return ExportResult(out, opset, fp16_path)
+
+
 def _half_inside(model: nn.Module) -> nn.Module:
     """fp16 weights and arithmetic inside, fp32 tensors at the boundary."""
     from torch import nn

@@ -126,26 +126,37 @@ class ExportOutcome:
     fp16_note: str | None
 
 
-def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset: int | None = None,
-           fp16: bool = False, parity_tiles: int = 2000) -> ExportOutcome:
-    """Export a checkpoint to ONNX (and an fp16 twin), then compare each file with PyTorch on
-    ``parity_tiles`` real test digits (``data``: a loaded Mnist; None skips the check)."""
-    from cnn_deploy.export import export_checkpoint, spec_from_metadata
-    from cnn_deploy.onnxfile import read_metadata
+def export(checkpoint: Path | None = None, out: Path | None = None, *, spec: str | None = None,
+           data: Any = None, opset: int | None = None, fp16: bool = False,
+           parity_tiles: int = 2000, models: Path = Path("models")) -> ExportOutcome:
+    """Export a checkpoint (or, with ``spec``, an untrained network by name) to ONNX, and an
+    fp16 twin, then compare each file with PyTorch on ``parity_tiles`` real test digits
+    (``data``: a loaded Mnist; None skips the check). A checkpoint is compared with its own
+    module on normalised pixels, so an error in the folded normalisation shows; an untrained
+    net with the same network in PyTorch."""
+    from cnn_deploy.export import DEFAULT_OPSET, export_checkpoint, export_spec
 
     if parity_tiles < 0:
         raise BenchError(f"--parity-tiles must be 0 or more, got {parity_tiles}")
-    from cnn_deploy.export import DEFAULT_OPSET
-
-    result = export_checkpoint(checkpoint, out, opset=opset or DEFAULT_OPSET, fp16=fp16)
-    spec = spec_from_metadata(read_metadata(result.path))
+    if (checkpoint is None) == (spec is None):
+        raise BenchError("give a checkpoint (.pt) or --spec NAME"
+                         + (", not both" if checkpoint is not None else ""))
+    opset = opset or DEFAULT_OPSET
+    if spec is not None:
+        net = NetSpec.from_name(spec)
+        result = export_spec(net, out or models / f"{net.name}.onnx", opset=opset, fp16=fp16)
+    else:
+        assert checkpoint is not None
+        result = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16)
+        net = _checkpoint_spec(checkpoint)
 
     def parity(path: Path) -> Agreement | None:
         if data is None or parity_tiles == 0:
             return None
-        target = Target(spec.name if spec else path.stem, path, spec, checkpoint, True)
+        target = Target(net.name, path, net, checkpoint, checkpoint is not None)
         onnx_reader = registry.first_loading("onnx").name  # ONNX Runtime: the ONNX reference
-        return check_agreement(target, onnx_reader, data, tiles=parity_tiles, unfolded=True)
+        return check_agreement(target, onnx_reader, data, tiles=parity_tiles,
+                               unfolded=checkpoint is not None)
 
     fp16_parity = fp16_note = None
     if result.fp16_path is not None:
@@ -155,6 +166,12 @@ def export(checkpoint: Path, out: Path | None = None, *, data: Any = None, opset
             fp16_note = f"fp16 parity not checked on this machine: {exc}"
     return ExportOutcome(result.path, result.opset, parity(result.path), result.fp16_path,
                          fp16_parity, fp16_note)
+
+
+def _checkpoint_spec(checkpoint: Path) -> NetSpec:
+    from cnn_deploy.train import load_checkpoint
+
+    return load_checkpoint(checkpoint)[0]
 
 
 def _energy_fields(cell: Measurement, energy_before: float | None,

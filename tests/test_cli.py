@@ -706,3 +706,24 @@ def test_quickstart_dry_run_trains_exports_and_prints_one_table(mnist_dir: Path,
     records = read_results(tmp_path / "r.jsonl").records
     assert len(records) == len(labels) * 2  # every usable CPU backend, both batches
     assert all(r["model"]["trained"] for r in records)
+
+
+# -- export --spec -----------------------------------------------------------------
+def test_export_spec_writes_an_untrained_network_checked_against_pytorch(tmp_path: Path) -> None:
+    from cnn_deploy.onnxfile import read_metadata
+
+    out = tmp_path / "m" / "lenet_1c0f.onnx"
+    result = cli("export", "--spec", "lenet_1c0f", "--out", out, "--parity-tiles", "100")
+    meta = read_metadata(out)
+    assert meta["spec"] == "lenet_1c0f" and meta["trained"] == "false" and "checkpoint" not in meta
+    assert "parity fp32 vs PyTorch on 100 test digits" in result.stdout
+    assert "top-1 agreement 100.00%" in result.stdout
+    assert "untrained weights" in result.stderr
+
+
+def test_export_needs_exactly_one_of_a_checkpoint_and_a_spec(trained: Trained) -> None:
+    assert_fails("export", "--parity-tiles", "0", match=r"give a checkpoint \(.pt\) or --spec NAME")
+    assert_fails("export", trained.checkpoint, "--spec", "lenet_1c0f", "--parity-tiles", "0",
+                 match=r"or --spec NAME, not both")
+    assert_fails("export", "--spec", "lenet_9c1f", "--parity-tiles", "0",
+                 match=r"not a network name|conv layers")

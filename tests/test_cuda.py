@@ -233,3 +233,29 @@ def test_a_captured_graph_replays_a_copy(rt: Any) -> None:
         cuda.memcpy_async(host.ptr, b.ptr, x.nbytes, "d2h", stream)
         stream.synchronize()
         np.testing.assert_array_equal(view, x * 2)
+
+
+DRIVER_TOO_OLD = """
+from cnn_deploy import cuda
+from cnn_deploy.errors import BackendError
+rt = cuda.runtime()
+print(cuda.runtime_cuda_version(), cuda.driver_cuda_version())
+print(cuda.device_count())  # no driver at all: 0 devices, not an error
+# A driver that supports CUDA 12.4 only, under CUDA 13 bindings:
+rt.cudaDriverGetVersion = lambda: (rt.cudaError_t.cudaSuccess, 12040)
+try:
+    cuda.device_count()
+except BackendError as exc:
+    print(exc)
+"""
+
+
+def test_a_driver_too_old_for_the_bindings_is_said_so_not_no_gpu() -> None:
+    lines = _bindings_run("13", DRIVER_TOO_OLD).stdout.strip().splitlines()
+    runtime_version, driver = lines[0].split()
+    assert runtime_version.startswith("13") and driver == "None"
+    if lines[1] != "0":
+        pytest.skip("this machine has a GPU")
+    assert lines[2] == ("the NVIDIA driver supports CUDA up to 12.4 but this cuda-python is built "
+                        "for CUDA 13.4: install the stack for your driver (pip install -e "
+                        "'.[gpu-cu12]') or update the driver")

@@ -174,3 +174,18 @@ def test_unfused_is_refused_where_a_backend_cannot_unfuse() -> None:
     assert prof.profile_options("openvino", False) == ({}, [])
     opts, notes = prof.profile_options("onnxruntime", True, {"threads": 1})
     assert opts == {"threads": 1, "opt_level": "basic"} and "unfused" in notes[0]
+
+
+def test_onnxruntime_gpu_providers_refuse_per_layer_profiling(tmp_path: Path) -> None:
+    """Their node times are host launch times (CUDA) or one fused node (TensorRT)."""
+    import numpy as np
+
+    from cnn_deploy.backends.ort import OrtRunner
+    from cnn_deploy.errors import BackendError
+
+    for provider in ("cuda", "tensorrt"):
+        runner = OrtRunner(tmp_path / "m.onnx", {"provider": provider})
+        runner._active = True  # as inside `with`; the guard comes before any session
+        with pytest.raises(BackendError, match=r"does not measure the GPU kernels: profile "
+                                               r"onnxruntime on the cpu provider"):
+            runner.profile_layers(np.zeros((1, 1, 28, 28), np.float32), 1)

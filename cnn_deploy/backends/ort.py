@@ -130,6 +130,10 @@ class OrtRunner(Runner):
         self._signature = image_signature(proto, self.path)
         so = self._session_options(ort)
         wanted = PROVIDERS[self.options["provider"]]
+        if wanted != PROVIDERS["cpu"] and hasattr(ort, "preload_dlls"):
+            # A worker that imported only onnxruntime may not find the CUDA/cuDNN libraries pip
+            # installed (nvidia-*-cu12/13 packages): ORT >= 1.21 loads them from site-packages.
+            ort.preload_dlls()
         if wanted not in ort.get_available_providers():
             raise BackendError(f"{wanted} is not in this onnxruntime build "
                                f"({ort.get_device()}): install onnxruntime-gpu instead of "
@@ -182,6 +186,12 @@ class OrtRunner(Runner):
 
         if not self._active:
             raise RuntimeError("use the runner inside a `with` block")
+        if self.options["provider"] != "cpu":
+            # On the CUDA provider ORT's profiler times each node's kernel launch on the host,
+            # not the kernel; the TensorRT provider shows one fused node for the whole graph.
+            raise BackendError(f"per-layer profiling on {PROVIDERS[self.options['provider']]} does "
+                               "not measure the GPU kernels: profile onnxruntime on the cpu "
+                               "provider, or a TensorRT engine with --engine")
         self.check_input(x)
         ort = import_ort()
         with tempfile.TemporaryDirectory(prefix="cnndeploy-ortprof-") as tmp:

@@ -38,6 +38,7 @@ from cnn_deploy.backends.base import (
 from cnn_deploy.errors import BackendError, BenchError
 
 MEMORY_FORMATS = ("channels_last", "contiguous")
+UNTRAINED_SEED = 0  # cnn_deploy.export.export_spec's default seed
 # The fastest known settings on a CPU, and the thesis-style baseline they are compared with.
 DEFAULT_OPTIONS: dict[str, Any] = {"memory_format": "channels_last", "compile": False,
                                    "threads": None, "device": "cpu", "cuda_graph": False}
@@ -110,7 +111,9 @@ class TorchRunner(Runner):
                                "driver): drop torch.device=cuda, or install a CUDA build of torch")
         if self.options["threads"]:
             torch.set_num_threads(int(self.options["threads"]))
-        model = load_checkpoint(self.checkpoint)[1] if self.checkpoint else self.spec.build()
+        # Untrained: the seed every untrained export uses, so this row runs the same weights.
+        model = (load_checkpoint(self.checkpoint)[1] if self.checkpoint
+                 else self.spec.build(UNTRAINED_SEED))
         model = raw_pixel_module(model).to(self.device)
         if self.options["memory_format"] == "channels_last":
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -94,10 +94,10 @@ def _sha256(path: Path) -> str:
 
 
 def export_untrained(spec: NetSpec, folder: Path) -> Path:
-    from cnn_deploy.export import export_module, raw_pixel_module
+    """The untrained network as ONNX (seeded: the same weights as its PyTorch rows)."""
+    from cnn_deploy.export import export_spec
 
-    meta = {"spec": spec.name, "precision": "fp32", "trained": "false"}
-    return export_module(raw_pixel_module(spec.build()), folder / f"{spec.name}.onnx", meta)
+    return export_spec(spec, folder / f"{spec.name}.onnx").path
 
 
 # -- TensorRT engines ----------------------------------------------------------------

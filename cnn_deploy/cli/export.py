@@ -11,7 +11,11 @@ from cnn_deploy.cli import render
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from `cnndeploy train`.")],
+    checkpoint: Annotated[Path | None, typer.Argument(help="A checkpoint from `cnndeploy "
+                                                      "train`.")] = None,
+    spec: Annotated[str | None, typer.Option(help="Export an untrained network by name instead "
+                                             "(e.g. lenet_5c1f; speed does not depend on the "
+                                             "weights), to models/<name>.onnx.")] = None,
     out: Annotated[Path | None, typer.Option(help="ONNX path (default: beside the "
                                              "checkpoint).")] = None,
     fp16: Annotated[bool, typer.Option(help="Also write <name>_fp16.onnx (fp16 inside, fp32 "
@@ -21,19 +25,21 @@ def export(
                                               "check (0 skips it).")] = 2000,
     data: Annotated[str | None, typer.Option(help="MNIST folder for the parity check.")] = None,
 ) -> None:
-    """Export a checkpoint to ONNX and compare it with PyTorch on real test digits."""
+    """Export a checkpoint (or an untrained net by --spec) to ONNX and compare it with PyTorch
+    on real test digits."""
     from cnn_deploy.data import load_mnist
     from cnn_deploy.errors import DataError
     from cnn_deploy.jobs import export as export_checked
     from cnn_deploy.train import load_checkpoint
 
-    load_checkpoint(checkpoint)  # a bad checkpoint is the error to report, not missing MNIST
+    if checkpoint is not None and spec is None:
+        load_checkpoint(checkpoint)  # a bad checkpoint is the error to report, not missing MNIST
     try:
         mnist = load_mnist(data) if parity_tiles > 0 else None
     except DataError as exc:
         raise DataError(f"{exc} (or skip the parity check with --parity-tiles 0)") from None
-    with render.err.status(f"exporting {checkpoint}..."):
-        result = export_checked(checkpoint, out, data=mnist, opset=opset, fp16=fp16,
+    with render.err.status(f"exporting {checkpoint or spec}..."):
+        result = export_checked(checkpoint, out, spec=spec, data=mnist, opset=opset, fp16=fp16,
                                 parity_tiles=parity_tiles)
     render.out.print(f"wrote {result.path} (opset {result.opset}, dynamic batch, raw 0..255 "
                      "pixels in: normalisation folded into the graph)", highlight=False, soft_wrap=True)
@@ -45,6 +51,10 @@ def export(
                 f"ONNX accuracy {parity.accuracy:.2%}", highlight=False, soft_wrap=True)
     if result.fp16_path is not None:
         render.out.print(f"wrote {result.fp16_path} (fp16 graph)", highlight=False, soft_wrap=True)
+    if spec is not None:
+        render.note(f"{spec}: untrained weights (speed does not depend on them); the parity "
+                    "check compares it with the same network in PyTorch, its accuracy means "
+                    "nothing")
     if result.fp16_note:
         render.note(result.fp16_note)
 
