@@ -216,3 +216,38 @@ def test_train_epochs_records_accuracy_and_time_to_accuracy(tmp_path: Path) -> N
         assert record["test_accuracy"] > 0.85
         assert set(record["time_to_accuracy"]) == {"90", "95", "97"}
         assert record["time_to_accuracy"]["90"] is not None
+
+
+# -- backend options ---------------------------------------------------------------
+def test_options_are_part_of_each_cell_so_another_setting_never_resumes_over_it() -> None:
+    plain = sweep.group_cells("1", "torch")
+    cuda = sweep.group_cells("1", "torch", {"device": "cuda", "threads": 2})
+    assert plain[0].key == "lenet_1c1f|b16|torch|fp32"
+    assert cuda[0].key == "lenet_1c1f|b16|torch[device=cuda,threads=2]|fp32"
+    assert {c.key for c in plain}.isdisjoint(c.key for c in cuda)
+    assert sweep.parse_grid("fc_layers=1;batch=16", "onnxruntime", {"threads": 1})[0].options == (
+        ("threads", 1),)
+
+
+def test_a_sweep_records_the_backend_options_it_ran_with(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    result = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=0;batch=8", "-b", "ort",
+                                      "-o", "onnxruntime.threads=1", "--duration", "0.05",
+                                      "--results", str(out)])
+    assert result.exit_code == 0, result.output
+    (record,) = _lines(out)
+    assert record["cell"] == "lenet_1c0f|b8|onnxruntime[threads=1]|fp32"
+    assert record["backend"]["options"]["threads"] == 1
+    assert record["backend"]["label"] == "onnxruntime extended 1t"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-b", "tensorrt"], "sweep -b tensorrt is not available yet"),
+    (["-o", "torch.threads=1"], "options given for torch, but this sweep times onnxruntime"),
+    (["-o", "onnxruntime.threads=0"], "must be at least 1"),
+])
+def test_sweep_backend_and_options_errors(args: list[str], says: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=1;batch=16", "--dry-run",
+                                      "--results", str(tmp_path / "s.jsonl"), *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert says in result.stderr

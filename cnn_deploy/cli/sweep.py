@@ -17,8 +17,12 @@ def sweep(
     grid: Annotated[str | None, typer.Option(help="Custom grid instead of --group: any NetSpec "
                     "field x batch, e.g. 'fc_layers=1..5;batch=16..4096*2;neurons=100,128'.")]
         = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help="onnxruntime or torch.")]
+    backend: Annotated[str, typer.Option("--backend", "-b", help="One backend that loads an ONNX "
+                       "file or a network spec (onnxruntime, openvino, torch).")]
         = "onnxruntime",
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Options of that "
+                      "backend, BACKEND.KEY=VALUE, e.g. torch.device=cuda (part of each cell's "
+                      "key, so another setting never resumes over this one).")] = None,
     results: Annotated[Path, typer.Option(help="JSONL file each cell is appended to; cells "
                        "already there are skipped (resume).")] = Path("results/sweep.jsonl"),
     shard: Annotated[str | None, typer.Option(help="Run only shard k of n (k/n, 1-based) of the "
@@ -58,8 +62,18 @@ def sweep(
     backends = registry.parse_backends(backend)
     if len(backends) != 1:
         raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
-    cells = lib.group_cells(group, backends[0]) if group is not None else \
-        lib.parse_grid(grid or "", backends[0])
+    if registry.get(backends[0]).needs == "engine":
+        raise BenchError(f"sweep -b {backends[0]} is not available yet: build engines with "
+                         "`cnndeploy build` and time them with `cnndeploy bench --engine`, or "
+                         "sweep onnxruntime, openvino or torch (-o torch.device=cuda for the GPU)")
+    options = registry.parse_options(option)
+    stray = [b for b in options if b != backends[0]]
+    if stray:
+        raise BenchError(f"options given for {', '.join(stray)}, but this sweep times "
+                         f"{backends[0]}: drop them or use -b {stray[0]}")
+    setting = options.get(backends[0], {})
+    cells = lib.group_cells(group, backends[0], setting) if group is not None else \
+        lib.parse_grid(grid or "", backends[0], setting)
     label = group if group is not None else f"grid {grid}"
     lib.cell_timing(cells[0], method, duration)  # validates --method and --duration
     if shard is not None:

@@ -38,28 +38,39 @@ class SweepCell:
     batch: int
     backend: str = "onnxruntime"
     precision: str = "fp32"
+    options: tuple[tuple[str, Any], ...] = ()  # -o options of the backend, sorted
 
     @property
     def key(self) -> str:
-        return cell_key(self.spec.name, self.batch, self.backend, self.precision)
+        setting = self.backend + (f"[{','.join(f'{k}={v}' for k, v in self.options)}]"
+                                  if self.options else "")
+        return cell_key(self.spec.name, self.batch, setting, self.precision)
 
 
 def cell_key(net: str, batch: int, backend: str, precision: str) -> str:
+    """'lenet_1c2f|b256|onnxruntime|fp32'; a backend with -o options reads
+    'torch[device=cuda]', so a sweep on other settings never resumes over this one."""
     return f"{net}|b{batch}|{backend}|{precision}"
 
 
+def _setting(options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((options or {}).items()))
+
+
 # -- which cells ---------------------------------------------------------------
-def group_cells(group: str, backend: str = "onnxruntime") -> list[SweepCell]:
+def group_cells(group: str, backend: str = "onnxruntime",
+                options: dict[str, Any] | None = None) -> list[SweepCell]:
     """The cells of a thesis group (``all``: groups 1-4, each cell once) in a fixed order."""
     if group == "all":
-        return _unique([c for g in THESIS_GROUPS for c in group_cells(g, backend)])
+        return _unique([c for g in THESIS_GROUPS for c in group_cells(g, backend, options)])
     if group not in THESIS_GROUPS:
         raise BenchError(f"--group takes one of {', '.join(GROUPS)}, got '{group}'")
     nets, batches = thesis_group(group)
-    return [SweepCell(s, b, backend) for s in nets for b in batches]
+    return [SweepCell(s, b, backend, options=_setting(options)) for s in nets for b in batches]
 
 
-def parse_grid(text: str, backend: str = "onnxruntime") -> list[SweepCell]:
+def parse_grid(text: str, backend: str = "onnxruntime",
+               options: dict[str, Any] | None = None) -> list[SweepCell]:
     """``'fc_layers=1..5;batch=16,32;neurons=100..2048:128'`` -> cells (batch 1024 if absent).
 
     Values: ``a,b,c``; ``lo..hi`` (step 1); ``lo..hi:step``; ``lo..hi*factor`` (geometric).
@@ -83,7 +94,8 @@ def parse_grid(text: str, backend: str = "onnxruntime") -> list[SweepCell]:
     if any(b < 1 for b in batches):
         raise BenchError(f"--grid: batch values must be positive, got {batches}")
     names = list(axes)
-    cells = [SweepCell(NetSpec(**dict(zip(names, combo, strict=True))), b, backend)
+    cells = [SweepCell(NetSpec(**dict(zip(names, combo, strict=True))), b, backend,
+                       options=_setting(options))
              for combo in itertools.product(*axes.values()) for b in batches]
     return _unique(cells)
 
@@ -190,9 +202,9 @@ def plan_units(cells: Sequence[SweepCell], method: str = "default",
 
     The thesis method runs one cell per plan, so its three loops finish the cell before
     the next starts (a kill loses at most that cell)."""
-    by_net: dict[tuple[NetSpec, str], list[SweepCell]] = {}
+    by_net: dict[tuple[NetSpec, str, tuple[tuple[str, Any], ...]], list[SweepCell]] = {}
     for cell in cells:
-        by_net.setdefault((cell.spec, cell.backend), []).append(cell)
+        by_net.setdefault((cell.spec, cell.backend, cell.options), []).append(cell)
     units: list[list[SweepCell]] = []
     for net_cells in by_net.values():
         if method == "thesis":
@@ -254,7 +266,8 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
         with resolve_target(*model) as (target, _):
             sha = file_sha256(target.onnx) if target.onnx else None
             timing = cell_timing(unit[0], method, duration)
-            plan = Plan(target, (_config(unit[0].backend),), tuple(c.batch for c in unit),
+            plan = Plan(target, (_config(unit[0].backend, dict(unit[0].options)),),
+                        tuple(c.batch for c in unit),
                         timing, data)
             pending = {c.batch: c for c in unit}
             loops: dict[int, list[Measurement]] = {}
@@ -297,12 +310,13 @@ def _trained_net(spec: NetSpec, epochs: int | None, models: Path, data: str | No
     return cache[spec]
 
 
-def _config(backend: str) -> BackendConfig:
-    """The sweep's one row: ``backend`` at its CPU defaults."""
+def _config(backend: str, options: dict[str, Any]) -> BackendConfig:
+    """The sweep's one row: ``backend`` at its CPU defaults, overridden by ``options``
+    (``-o torch.device=cuda`` sweeps on the GPU)."""
     from cnn_deploy.backends import registry
 
     entry = registry.get(backend)
-    return BackendConfig(entry.name, entry.resolve(entry.device_options("cpu")))
+    return BackendConfig(entry.name, entry.resolve({**entry.device_options("cpu"), **options}))
 
 
 def _record(cell: SweepCell, loops: list[Measurement], timing: TimingConfig, sha: str | None,

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The GPU evidence run (issue 9): one command that, on a machine with an NVIDIA GPU, runs every
+# `gpu` test, the cuda-python plumbing, NVML, torch-CUDA benchmarks (events, CUDA graphs) and a
+# 10-cell torch-CUDA mini-sweep plus its report, in under 8 minutes, and writes one JSON
+# summary (summary.json) and every log under $OUT (default: a temporary folder, printed).
+#
+#   bash scripts/gpu-check.sh            # on the GPU machine: system python, PYTHONPATH=.
+#   bash scripts/gpu-check.sh --dry-run  # here, on the CPU: the same steps on device cpu, short
+#
+# Uses $PYTHON (default: .venv/bin/python if present, else python3) with the repository on
+# PYTHONPATH (no install needed). Packages that machine may lack and cannot download (typer,
+# rich, onnxscript, matplotlib) can travel in .gpu-deps/ (scripts/gpu-deps.sh fills it for
+# Python 3.12 on x86-64), which is put on PYTHONPATH when present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+OUT="${OUT:-$(mktemp -d -t cnndeploy-gpu-check-XXXX)}"
+mkdir -p "$OUT/logs"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Only where this python lacks them: .gpu-deps holds wheels for the GPU machine's Python.
+if [ -d .gpu-deps ] && ! "$PYTHON" -c "import typer, rich, onnxscript" 2> /dev/null; then
+    export PYTHONPATH="$PYTHONPATH:$PWD/.gpu-deps"
+fi
+export CNNDEPLOY_DATA="${CNNDEPLOY_DATA:-$(cd .. && pwd)/shared/data/mnist}"
+DEVICE=cuda; DURATION=1; SWEEP_DURATION=0.3
+if [ "$DRY" = 1 ]; then DEVICE=cpu; DURATION=0.1; SWEEP_DURATION=0.05; fi
+CLI=("$PYTHON" -m cnn_deploy)
+STEPS="$OUT/steps.jsonl"; : > "$STEPS"
+START=$(date +%s)
+
+step() {  # name, time limit in s, command...
+    local name=$1 limit=$2; shift 2
+    local t0 t1 rc
+    t0=$(date +%s%N)
+    timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
+    rc=$?
+    t1=$(date +%s%N)
+    printf '{"step": "%s", "rc": %d, "ms": %d}\n' "$name" "$rc" "$(( (t1 - t0) / 1000000 ))" \
+        >> "$STEPS"
+    echo "$name: exit $rc ($(tail -n 1 "$OUT/logs/$name.log" | cut -c1-150))"
+}
+
+echo "gpu-check: device $DEVICE, output in $OUT"
+step environment 60 "$PYTHON" -c "
+import json, platform, sys
+from cnn_deploy.device import device_record, library_versions
+from cnn_deploy.backends import registry
+print(json.dumps({'python': sys.version.split()[0], 'device': device_record(),
+                  'versions': library_versions(registry.packages()),
+                  'backends': [a.__dict__ for a in registry.probe_all()]}, default=str))"
+cp "$OUT/logs/environment.log" "$OUT/environment.json" 2>/dev/null
+step backends 60 "${CLI[@]}" backends
+if [ "$DRY" = 1 ]; then
+    step gpu_tests 120 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu --co tests
+else
+    step gpu_tests 240 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu -x tests \
+        --junitxml "$OUT/gpu-tests.xml"
+fi
+step cuda_plumbing 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+for graph in false true; do
+    [ "$DEVICE" = cpu ] && [ "$graph" = true ] && continue  # CUDA graphs need CUDA
+    step "bench_torch_graph_$graph" 120 "${CLI[@]}" bench --spec lenet_3c1f -b torch \
+        -o "torch.device=$DEVICE" -o "torch.cuda_graph=$graph" --batch 1,256,1024 \
+        --duration "$DURATION" --json --results "$OUT/bench.jsonl"
+done
+step bench_spec_family 120 "${CLI[@]}" bench --spec lenet_5c1f -b torch -o "torch.device=$DEVICE" \
+    --batch 1024 --duration "$DURATION" --json --results "$OUT/bench.jsonl"
+step mini_sweep 180 "${CLI[@]}" sweep --grid 'conv_layers=1..5;fc_layers=1,3;batch=256' \
+    -b torch -o "torch.device=$DEVICE" --duration "$SWEEP_DURATION" --results "$OUT/sweep.jsonl"
+if "$PYTHON" -c "import matplotlib" 2> /dev/null; then
+    step report 120 "${CLI[@]}" report "$OUT/sweep.jsonl" "$OUT/bench.jsonl" -o "$OUT/report"
+else  # scripts/gpu-deps.sh leaves matplotlib out; the records above hold every figure
+    echo '{"step": "report", "rc": 0, "ms": 0, "skipped": "matplotlib is not installed"}' >> "$STEPS"
+    echo "report: skipped (matplotlib is not installed)"
+fi
+
+"$PYTHON" - "$OUT" "$START" <<'PY' > "$OUT/summary.json"
+import json, pathlib, sys, time
+out, start = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line]
+cells = []
+for name in ("bench.jsonl", "sweep.jsonl"):
+    path = out / name
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        phases = r.get("phases_ms") or {}
+        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+        cells.append({"file": name, "net": (r.get("model") or {}).get("name"),
+                      "label": (r.get("backend") or {}).get("label"), "batch": r.get("batch"),
+                      "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
+                      "median_ms": (r.get("stats") or {}).get("median_ms"),
+                      "phases_median_ms": {k: med(v) for k, v in phases.items()},
+                      "enqueue_median_ms": med(r.get("enqueue_ms") or []),
+                      "warnings": r.get("warnings")})
+env = {}
+try:
+    env = json.loads((out / "environment.json").read_text())
+except (OSError, json.JSONDecodeError):
+    pass
+print(json.dumps({"ok": all(s["rc"] == 0 for s in steps), "seconds": time.time() - start,
+                  "steps": steps, "device": env.get("device"), "versions": env.get("versions"),
+                  "cells": cells}, indent=1, default=str))
+PY
+echo "summary: $OUT/summary.json ($(($(date +%s) - START)) s)"
+"$PYTHON" -c "import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s['ok'] else 1)" \
+    "$OUT/summary.json"
