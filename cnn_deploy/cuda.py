@@ -32,6 +32,7 @@ CUDA_API = (
     "cudaMemcpyAsync", "cudaMemcpyKind", "cudaStreamBeginCapture", "cudaStreamCaptureMode",
     "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
     "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaDriverGetVersion", "cudaRuntimeGetVersion",
+    "cudaDeviceGetPCIBusId", "cudaMemGetInfo", "cudaSetDevice",
 )
 _NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
 _COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
@@ -109,6 +110,27 @@ def runtime_cuda_version() -> int | None:
         return int(check(runtime().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")) or None
     except BackendError:
         return None
+
+
+def pci_bus_id(index: int) -> str | None:
+    """CUDA device ``index``'s PCI bus id ('0000:17:00.0'), the key NVML is asked by (NVML's
+    own indices follow PCI order, CUDA's follow CUDA_DEVICE_ORDER and CUDA_VISIBLE_DEVICES);
+    None where cuda-python or the device is missing."""
+    try:
+        raw = check(runtime().cudaDeviceGetPCIBusId(16, index), f"cudaDeviceGetPCIBusId({index})")
+    except BackendError:
+        return None
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return text.split("\0")[0].strip() or None
+
+
+def memory_info(index: int | None = None) -> tuple[int, int]:
+    """(free, total) bytes of device memory on device ``index`` (the current one if None)."""
+    rt = runtime()
+    if index is not None:
+        check(rt.cudaSetDevice(index), f"cudaSetDevice({index})")
+    free, total = check(rt.cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)
 
 
 def _version(v: int) -> str:
@@ -300,8 +322,15 @@ class Graph(_Owned):
               "cudaStreamBeginCapture")
         try:
             yield self
-        finally:  # always end the capture, or the stream stays unusable
-            self._graph = check(rt.cudaStreamEndCapture(self.stream.raw), "cudaStreamEndCapture")
+        except BaseException:
+            # End the capture (or the stream stays unusable) but keep the block's error: an
+            # error in the block invalidates the capture, and EndCapture's own error
+            # (cudaErrorStreamCaptureInvalidated) would hide the cause.
+            result = rt.cudaStreamEndCapture(self.stream.raw)
+            if result[0] == rt.cudaError_t.cudaSuccess and result[1] is not None:
+                rt.cudaGraphDestroy(result[1])
+            raise
+        self._graph = check(rt.cudaStreamEndCapture(self.stream.raw), "cudaStreamEndCapture")
         # cudaGraphInstantiateWithFlags(graph, flags) has the same form in cuda-python 11.x,
         # 12.x and 13.x; cudaGraphInstantiate's arguments changed with CUDA 12.
         self._exec = check(rt.cudaGraphInstantiateWithFlags(self._graph, 0),

@@ -166,10 +166,35 @@ def gpu_record(index: int = 0, nvml: Any = None) -> dict[str, Any]:
     return record
 
 
+def nvml_handle(nvml: Any, index: int, notes: list[str] | None = None) -> Any:
+    """NVML's handle for CUDA device ``index``, matched by PCI bus id: NVML numbers GPUs in PCI
+    order while CUDA follows CUDA_DEVICE_ORDER and CUDA_VISIBLE_DEVICES, so the same index can
+    name two different GPUs. Falls back to NVML's index (with a note) where the bus id is
+    unknown. Raises NVMLError when NVML has no such GPU."""
+    bus = _pci_bus_id(index)
+    if bus is not None:
+        try:
+            return nvml.nvmlDeviceGetHandleByPciBusId(bus)
+        except nvml.NVMLError:
+            pass
+    if notes is not None and os.environ.get("CUDA_VISIBLE_DEVICES"):
+        notes.append(f"NVML GPU {index} taken by index: with CUDA_VISIBLE_DEVICES set it may "
+                     f"not be CUDA device {index} (cuda-python gives the PCI bus id to match)")
+    return nvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _pci_bus_id(index: int) -> str | None:
+    try:
+        from cnn_deploy.cuda import pci_bus_id
+    except ImportError:  # pragma: no cover - the module is part of the package
+        return None
+    return pci_bus_id(index)
+
+
 def _nvml_fields(nvml: Any, index: int, notes: list[str]) -> dict[str, Any]:
     """Every field NVML gives for this device; one that raises NVMLError is left out."""
     try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(nvml, index, notes)
     except nvml.NVMLError as exc:
         notes.append(f"NVML has no GPU {index} ({exc})")
         return {}
@@ -254,7 +279,7 @@ def energy_mj(index: int = 0, nvml: Any = None) -> float | None:
     except nvml.NVMLError:
         return None
     try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(nvml, index)
         return float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
     except nvml.NVMLError:
         return None

@@ -374,10 +374,14 @@ def test_bench_foreign_onnx_with_fixed_batch(tmp_path: Path) -> None:
     rows = table_rows(result.stdout)
     assert [(r[1], r[-1]) for r in rows] == [("4", "-")]  # timed once, at 4; no speed-up
     assert rows[0][0].startswith("onnxruntime ")
-    assert "fixed batch of 4: timed at 4" in result.stderr
+    assert "fixed batch of 4: timed at 4, not 1" in result.stderr
     assert "there is no torch-eager baseline" in result.stderr
     (record,) = read_results(results).records
-    assert (record["batch"], record["requested_batch"]) == (4, 1)
+    assert (record["batch"], record["requested_batch"]) == (4, 4)  # 4 was asked for too
+    # none of the batches asked for is the fixed one: the note names them all (it was lost)
+    other = cli("bench", model, "--backend", "onnxruntime", "--batch", "1,16", *FAST,
+                "--processes", "0", "--no-save")
+    assert "fixed batch of 4: timed at 4, not 1, 16" in other.stderr
     assert record["model"]["spec"] is None
     assert record["input"] == "uniform noise 0..255"
 
@@ -402,9 +406,10 @@ def test_missing_model_file() -> None:
 
 
 def test_model_and_spec_are_exclusive(trained: Trained) -> None:
-    assert_fails("bench", "--no-save", match="either a model file .* or --spec NAME")
+    neither = assert_fails("bench", "--no-save", match=r"give a model file .* or --spec NAME")
+    assert "not both" not in neither
     assert_fails("bench", trained.onnx, "--spec", "lenet_1c1f", "--no-save",
-          match="either a model file .* or --spec NAME")
+          match=r"give a model file .* or --spec NAME, not both")
 
 
 def test_corrupt_onnx(tmp_path: Path) -> None:

@@ -259,3 +259,30 @@ def test_a_driver_too_old_for_the_bindings_is_said_so_not_no_gpu() -> None:
     assert lines[2] == ("the NVIDIA driver supports CUDA up to 12.4 but this cuda-python is built "
                         "for CUDA 13.4: install the stack for your driver (pip install -e "
                         "'.[gpu-cu12]') or update the driver")
+
+
+def test_an_error_inside_a_graph_capture_is_the_one_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failed enqueue invalidates the capture, so cudaStreamEndCapture fails too; its error
+    used to replace the cause. Names as in cuda-python (the contract tests check them)."""
+    from types import SimpleNamespace
+
+    from cnn_deploy.errors import EngineError
+
+    success, invalidated = SimpleNamespace(name="cudaSuccess"), SimpleNamespace(
+        name="cudaErrorStreamCaptureInvalidated")
+    calls: list[str] = []
+    rt = SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=success),
+        cudaStreamCaptureMode=SimpleNamespace(cudaStreamCaptureModeThreadLocal=1),
+        cudaStreamBeginCapture=lambda stream, mode: (calls.append("begin"), (success,))[1],
+        cudaStreamEndCapture=lambda stream: (calls.append("end"), (invalidated, None))[1],
+        cudaGetErrorString=lambda err: (success, b"operation failed due to a previous error"),
+    )
+    monkeypatch.setattr(cuda, "runtime", lambda: rt)
+    graph = cuda.Graph(stream=SimpleNamespace(raw=7))  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="enqueue failed"), graph.capture():
+        raise EngineError("enqueue failed")
+    assert calls == ["begin", "end"] and not graph.ready
+    with pytest.raises(BackendError, match="cudaStreamEndCapture failed with "
+                                           "cudaErrorStreamCaptureInvalidated"), graph.capture():
+        pass  # nothing failed inside, but EndCapture did: that error is the one to report

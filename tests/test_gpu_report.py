@@ -221,6 +221,13 @@ class FakeNvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
         return f"gpu{index}"
 
+    def nvmlDeviceGetHandleByPciBusId(self, bus: str) -> str:
+        # two GPUs in PCI order; CUDA_VISIBLE_DEVICES=1 makes CUDA device 0 the second one
+        buses = {"00000000:17:00.0": "gpu0", "00000000:65:00.0": "gpu1"}
+        if bus.upper().zfill(16) not in {k.upper() for k in buses}:
+            raise self.NVMLError("Not Found")
+        return {k.upper(): v for k, v in buses.items()}[bus.upper().zfill(16)]
+
     def nvmlDeviceGetName(self, handle: str) -> bytes:
         return b"NVIDIA H100 80GB HBM3"
 
@@ -319,3 +326,15 @@ def test_engine_accuracy_compares_top1_with_the_reference(mnist: Any) -> None:
     assert result.top1_agreement == pytest.approx(share_of_zeros)
     assert result.delta == pytest.approx(share_of_zeros - 1.0)
     assert engine.seen == [300, 300, 300, 300]  # the last 100 tiles padded to the fixed batch
+
+
+def test_nvml_finds_the_cuda_device_by_pci_bus_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML counts GPUs in PCI order; CUDA device 0 under CUDA_VISIBLE_DEVICES=1 is NVML's 1."""
+    nvml = FakeNvml()
+    monkeypatch.setattr(device, "_pci_bus_id", lambda index: "0000:65:00.0")
+    assert device.nvml_handle(nvml, 0) == "gpu1"
+    monkeypatch.setattr(device, "_pci_bus_id", lambda index: None)  # no cuda-python: by index
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    notes: list[str] = []
+    assert device.nvml_handle(nvml, 0, notes) == "gpu0"
+    assert "may not be CUDA device 0" in notes[0]

@@ -106,7 +106,7 @@ def test_thesis_loops_keep_the_median_loop_and_warn_on_drift() -> None:
     (["--grid", "conv_layers=9"], "shrink"),
     (["--group", "5"], "--group takes one of"),
     (["--group", "1", "--grid", "batch=1"], "not both"),
-    ([], "not both"),
+    ([], "give --group 1|2|3|4|all or --grid"),
     (["--group", "1", "--shard", "3/2"], "--shard takes k/n"),
     (["--group", "1", "--method", "fast"], "--method takes one of"),
 ])

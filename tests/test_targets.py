@@ -91,7 +91,7 @@ def test_a_checkpoint_uses_its_own_export_beside_it(trained: Any) -> None:
 
 
 def test_model_and_spec_are_exclusive() -> None:
-    with pytest.raises(BenchError, match="either a model file"), targets.resolve_target(
+    with pytest.raises(BenchError, match="give a model file"), targets.resolve_target(
             Path("a.onnx"), "lenet_1c1f"):
         pass
     with pytest.raises(BenchError, match="--engine names the network already"), \

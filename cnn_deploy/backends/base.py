@@ -279,6 +279,11 @@ class Runner(ABC):
         """Run ``x`` ``runs`` times under the backend's own profiler; per-layer times."""
         raise BackendError(f"{self.label} cannot report per-layer times")
 
+    def free_memory_bytes(self) -> int | None:
+        """Free memory where this runner's batches live, when that is not host memory (a GPU);
+        None: the host's available memory is the limit."""
+        return None
+
     def batch_limits(self) -> tuple[int, int] | None:
         """(min, max) batch the loaded model takes, where it is bounded (an engine's profile)."""
         return None

@@ -296,6 +296,16 @@ class TrtRunner(Runner):
         try:
             with graph.capture():
                 self._execute()
+        except (BackendError, EngineError) as exc:
+            # Not every engine can be captured (trtexec falls back the same way): run the
+            # plain enqueue, and say why in the record.
+            graph.close()
+            said = "; ".join(self._logger.errors[-2:]) if self._logger is not None else ""
+            self.notes.append(f"CUDA graph capture failed for batch {staged.shape[0]} ({exc}"
+                              + (f"; TensorRT: {said}" if said else "")
+                              + "): timed with the plain enqueue instead")
+            self._graph_shape = staged.shape  # do not retry this shape
+            return
         except BaseException:
             graph.close()
             raise
@@ -351,6 +361,11 @@ class TrtRunner(Runner):
 
     def synchronize(self) -> None:
         self._stream.synchronize()
+
+    def free_memory_bytes(self) -> int | None:
+        from cnn_deploy import cuda
+
+        return cuda.memory_info()[0]
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.array(output, copy=True)  # the pinned buffer is overwritten by the next run

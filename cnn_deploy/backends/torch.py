@@ -109,6 +109,16 @@ class TorchRunner(Runner):
         if self.cuda and not torch.cuda.is_available():
             raise BackendError("torch cannot see a CUDA GPU here (a CPU-only torch build, or no "
                                "driver): drop torch.device=cuda, or install a CUDA build of torch")
+        if self.cuda:
+            index = torch.device(self.device).index
+            count = torch.cuda.device_count()
+            if index is not None and index >= count:
+                raise BackendError(f"torch.device={self.device} but torch sees {count} GPU(s) "
+                                   f"(cuda:0..cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers "
+                                   "them)")
+            # Make it the current device while the runner is active: the CUDA events, the
+            # current stream and graph captures are per device.
+            self._stack.enter_context(torch.cuda.device(self.device))
         if self.options["threads"]:
             torch.set_num_threads(int(self.options["threads"]))
         # Untrained: the seed every untrained export uses, so this row runs the same weights.
@@ -240,7 +250,14 @@ class TorchRunner(Runner):
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)  # this runner's GPU, not the current one
+
+    def free_memory_bytes(self) -> int | None:
+        if not self.cuda:
+            return None
+        import torch
+
+        return int(torch.cuda.mem_get_info(self.device)[0])
 
     # -- per-layer profiling -----------------------------------------------------
     def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:

@@ -106,13 +106,10 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
     for index, row in enumerate(plan.rows):
         reset_peak_rss()
         with row.runner(plan.target) as runner:
-            timed: set[int] = set()
-            for requested in plan.batches:
-                batch, notes = _effective_batch(runner, requested)
-                if batch in timed:
-                    continue
-                timed.add(batch)
-                _check_memory(plan.target.spec, runner, batch, available_memory_bytes())
+            for requested, batch, notes in _effective_batches(runner, plan.batches):
+                free = runner.free_memory_bytes()  # a GPU's own memory, else the host's
+                _check_memory(plan.target.spec, runner, batch,
+                              free if free is not None else available_memory_bytes())
                 x, source = make_inputs(runner, batch, plan.data)
                 try:
                     timed_run = time_runner(runner, x, plan.timing)
@@ -140,14 +137,20 @@ def _weights_trained(runner: Runner, target: Target) -> bool:
     return target.trained
 
 
-def _effective_batch(runner: Runner, requested: int) -> tuple[int, list[str]]:
-    if requested < 1:
-        raise BenchError(f"batch must be at least 1, got {requested}")
+def _effective_batches(runner: Runner, batches: tuple[int, ...]
+                       ) -> list[tuple[int, int, list[str]]]:
+    """(requested, timed, notes) per batch to time: a fixed-batch model is timed once, at its
+    own batch, with a note naming every batch asked for instead."""
+    if any(b < 1 for b in batches):
+        raise BenchError(f"batch must be at least 1, got {min(batches)}")
     fixed = runner.signature.fixed_batch
-    if fixed is not None and fixed != requested:
-        return fixed, [f"the model has a fixed batch of {fixed}: timed at {fixed}, "
-                       f"not {requested}"]
-    return requested, []
+    if fixed is None:
+        return [(b, b, []) for b in dict.fromkeys(batches)]
+    others = [b for b in dict.fromkeys(batches) if b != fixed]
+    note = (f"the model has a fixed batch of {fixed}: timed at {fixed}, not "
+            f"{', '.join(map(str, others))}") if others else None
+    requested = fixed if fixed in batches else batches[0]
+    return [(requested, fixed, [note] if note else [])]
 
 
 def _check_memory(spec: NetSpec | None, runner: Runner, batch: int, available: int | None) -> None:
@@ -161,8 +164,9 @@ def _check_memory(spec: NetSpec | None, runner: Runner, batch: int, available: i
     if need > 0.8 * available:
         per_tile = max(1, need // batch)
         fits = max(1, int(0.8 * available // per_tile))
+        where = "GPU memory" if runner.device.startswith("cuda") else "memory"
         raise BenchError(f"batch {batch} needs about {_size(need)} but only {_size(available)} "
-                         f"of memory is available: use --batch {fits} or less")
+                         f"of {where} is available: use --batch {fits} or less")
 
 
 def _size(n: float) -> str:

@@ -32,7 +32,8 @@ def resolve_target(model: Path | None, spec_name: str | None,
         yield engine_target(engine)
         return
     if (model is None) == (spec_name is None):
-        raise BenchError("give either a model file (.onnx or .pt) or --spec NAME, not both")
+        raise BenchError("give a model file (.onnx or .pt) or --spec NAME"
+                         + (", not both" if model is not None else ""))
     with tempfile.TemporaryDirectory(prefix="cnndeploy-") as tmp:
         if spec_name is not None:
             spec = NetSpec.from_name(spec_name)

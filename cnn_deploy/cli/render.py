@@ -13,8 +13,9 @@ from rich.table import Table
 from cnn_deploy.bench.phases import QUANTITIES, GpuReport
 from cnn_deploy.bench.summary import Summary
 
-out = Console()
-err = Console(stderr=True)
+# emoji=False: a message holding ':-1:' or ':100:' (a device or a path) must not become an emoji
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
     out.width = max(out.width, 132)
 

@@ -58,7 +58,8 @@ def sweep(
     if train_epochs is not None and train_epochs < 1:
         raise BenchError(f"--train-epochs must be at least 1, got {train_epochs}")
     if (group is None) == (grid is None):
-        raise BenchError("give either --group 1|2|3|4|all or --grid 'FIELD=VALUES;...', not both")
+        raise BenchError("give --group 1|2|3|4|all or --grid 'FIELD=VALUES;...'"
+                         + (", not both" if group is not None else ""))
     backends = registry.parse_backends(backend)
     if len(backends) != 1:
         raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
