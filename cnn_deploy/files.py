@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cnn_deploy.errors import CnnDeployError
@@ -20,6 +21,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_output(path: Path, suffix: str, what: str, error: type[CnnDeployError] = CnnDeployError,
+                 keep: Sequence[Path] = ()) -> Path:
+    """Refuse, before any work, an output path that would lose data or cannot be written: the
+    wrong kind of file (``suffix``), a folder, or one of the inputs ``keep``."""
+    if path.suffix.lower() != suffix:
+        raise error(f"{what} {path} should end in {suffix}: choose a {suffix} path")
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder: give a file path ending in {suffix}")
+    for other in keep:
+        if other.exists() and path.exists() and path.resolve() == other.resolve():
+            raise error(f"{what} {path} is the input it is made from: choose another path")
+    return path
 
 
 def write_atomic(path: Path, data: bytes | str, what: str = "the output",

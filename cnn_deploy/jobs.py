@@ -20,7 +20,7 @@ from cnn_deploy.bench.plan import Measurement, Plan
 from cnn_deploy.bench.summary import Summary, summarise_cells
 from cnn_deploy.bench.targets import build_rows, check_batches, default_backends, require_gpu
 from cnn_deploy.bench.timing import TimingConfig
-from cnn_deploy.errors import BenchError, CnnDeployError, DataError
+from cnn_deploy.errors import BenchError, CnnDeployError, DataError, ModelError
 from cnn_deploy.results.records import Writer, measurement_payload, model_fields
 
 DEFAULT_BATCHES = (1, 16, 256, 1024)
@@ -142,6 +142,10 @@ def export(checkpoint: Path | None = None, out: Path | None = None, *, spec: str
         raise BenchError("give a checkpoint (.pt) or --spec NAME"
                          + (", not both" if checkpoint is not None else ""))
     opset = opset or DEFAULT_OPSET
+    if out is not None:  # never over the checkpoint or another kind of file
+        from cnn_deploy.files import check_output
+
+        check_output(out, ".onnx", "--out", ModelError, keep=[checkpoint] if checkpoint else [])
     if spec is not None:
         net = NetSpec.from_name(spec)
         result = export_spec(net, out or models / f"{net.name}.onnx", opset=opset, fp16=fp16)

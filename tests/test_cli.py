@@ -732,3 +732,45 @@ def test_export_needs_exactly_one_of_a_checkpoint_and_a_spec(trained: Trained) -
                  match=r"or --spec NAME, not both")
     assert_fails("export", "--spec", "lenet_9c1f", "--parity-tiles", "0",
                  match=r"not a network name|conv layers")
+
+
+# -- outputs that would lose data are refused before any work ------------------------
+def test_outputs_that_would_overwrite_inputs_or_other_files_are_refused(trained: Trained,
+                                                                       tmp_path: Path) -> None:
+    checkpoint = tmp_path / "lenet_1c1f.pt"
+    checkpoint.write_bytes(trained.checkpoint.read_bytes())
+    before = checkpoint.read_bytes()
+    assert_fails("export", checkpoint, "--out", checkpoint, "--parity-tiles", "0",
+                 match=r"--out .*lenet_1c1f\.pt should end in \.onnx")
+    assert_fails("export", checkpoint, "--out", tmp_path, "--parity-tiles", "0",
+                 match=r"should end in \.onnx|is a folder")
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"schema": 1, "kind": "bench"}\n')
+    assert_fails("train", "lenet_1c1f", "--epochs", "1", "--out", results,
+                 match=r"--out .*results\.jsonl should end in \.pt")
+    assert_fails("train", "lenet_1c1f", "--epochs", "1", "--subset", "0",
+                 match=r"--subset takes at least 100 training digits, got 0")
+    assert checkpoint.read_bytes() == before and results.read_text().count("\n") == 1
+
+
+def test_merge_never_replaces_a_file_it_was_not_given(tmp_path: Path) -> None:
+    a, other = tmp_path / "a.jsonl", tmp_path / "other.jsonl"
+    a.write_text('{"schema": 1, "kind": "bench", "n": 1}\n')
+    other.write_text('{"schema": 1, "kind": "bench", "n": 2}\n{"schema": 1, "kind": "bench", "n": 3}\n')
+    assert_fails("results", "merge", a, "-o", other, match=r"other\.jsonl exists and is not one of "
+                                                             r"the files merged.*--force")
+    assert other.read_text().count("\n") == 2
+    cli("results", "merge", a, other, "-o", other)  # into one of its inputs: kept, merged
+    assert other.read_text().count("\n") == 3
+    cli("results", "merge", a, "-o", other, "--force")
+    assert other.read_text().count("\n") == 1
+
+
+def test_report_and_profile_outputs_are_checked_before_any_work(tmp_path: Path) -> None:
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"schema": 1, "kind": "bench"}\n')
+    assert_fails("report", records, "-o", records, match=r"-o .*r\.jsonl is a file: the report is "
+                                                          r"a folder")
+    assert records.read_text().count("\n") == 1
+    assert_fails("profile", "--spec", "lenet_1c1f,lenet_2c1f", "--png", tmp_path / "chart.jsonl",
+                 "--no-save", match=r"--png .*chart\.jsonl should end in \.png")

@@ -49,6 +49,11 @@ def profile(
     from cnn_deploy.results import records
     from cnn_deploy.results.store import write_csv
 
+    if png is not None:
+        from cnn_deploy.errors import BenchError
+        from cnn_deploy.files import check_output
+
+        check_output(png, ".png", "--png", BenchError)
     name = prof.check_backend(backend, engine)
     options = registry.parse_options(option).get(name, {})
     names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]

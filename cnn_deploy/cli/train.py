@@ -31,17 +31,21 @@ def train(
     """Train a network on MNIST and save a checkpoint with its metrics."""
     from cnn_deploy.arch import NetSpec
     from cnn_deploy.data import load_mnist
-    from cnn_deploy.errors import SpecError
+    from cnn_deploy.errors import ModelError, SpecError
+    from cnn_deploy.files import check_output
     from cnn_deploy.train import TrainConfig, save_checkpoint
 
     spec = NetSpec.from_name(net)
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise SpecError("--epochs and --batch-size must be at least 1 and --lr positive")
+    if subset is not None and subset < 100:
+        raise SpecError(f"--subset takes at least 100 training digits, got {subset}")
+    out = check_output(out or Path("models") / f"{spec.name}.pt", ".pt", "--out", ModelError)
     mnist = load_mnist(data)
     config = TrainConfig(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size,
                          patience=patience, train_subset=subset, seed=seed)
     checkpoint = run_with_progress(spec, mnist, config)
-    path = save_checkpoint(checkpoint, out or Path("models") / f"{spec.name}.pt")
+    path = save_checkpoint(checkpoint, out)
     show_summary(checkpoint, path)
 
 

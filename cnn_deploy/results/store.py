@@ -96,10 +96,17 @@ class MergeOutcome:
     skipped: list[str]  # damaged lines left out
 
 
-def merge(paths: Iterable[Path], out: Path) -> MergeOutcome:
+def merge(paths: Iterable[Path], out: Path, force: bool = False) -> MergeOutcome:
     """Join JSONL files into ``out`` (replaced atomically), dropping identical records;
-    refuses files whose records carry different schema versions."""
+    refuses files whose records carry different schema versions, and an existing ``out``
+    that is not one of the inputs (its records would be lost) unless ``force``."""
     paths = list(paths)
+    inputs = {p.resolve() for p in paths if p.exists()}
+    if out.is_dir():
+        raise ResultsError(f"-o {out} is a folder: give the merged file's path")
+    if out.exists() and out.resolve() not in inputs and not force:
+        raise ResultsError(f"{out} exists and is not one of the files merged: its records would "
+                           f"be replaced; add it to the files to merge it too, or pass --force")
     schemas: dict[int, Path] = {}
     records: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []

@@ -306,6 +306,11 @@ class Report:
 
 def build_report(paths: Sequence[Path], out: Path) -> Report:
     """Read ``paths``, draw every figure that has data into ``out``, write ``out/index.html``."""
+    from cnn_deploy.errors import ResultsError
+
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"-o {out} is a file: the report is a folder (index.html and one PNG "
+                           "per figure); choose a folder path")
     records, skipped = load(paths)
     rows = tidy(records)
     figs = figures(rows)
