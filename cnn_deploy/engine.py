@@ -395,3 +395,35 @@ def capturing_logger(trt: Any) -> Any:
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise EngineError(f"--precision must be fp32 or fp16, got '{precision}'")
+
+
+def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Path = Path("engines"),
+                    models: Path = Path("models"), progress: Callable[[str], None] | None = None
+                    ) -> tuple[Path, bool]:
+    """The engine of an untrained network for this GPU (a sweep or profile family on TensorRT):
+    ``(plan, built)``. Reused when ``engines/<gpu>/<net>_<precision>.plan`` has a sidecar from
+    this TensorRT and GPU, built from the same ONNX file with a profile up to ``max_batch``;
+    built otherwise (exporting ``models/<net>.onnx``, or its fp16 twin, first), with one
+    timing cache per GPU folder shared by every build, so a rerun builds nothing."""
+    from cnn_deploy.arch import NetSpec
+    from cnn_deploy.export import export_spec
+    from cnn_deploy.files import file_sha256
+
+    _check_precision(precision)
+    spec = NetSpec.from_name(spec_name)
+    trt, (gpu_name, cc) = _builder_and_gpu()
+    folder = root / gpu_slug(gpu_name, cc)
+    onnx = models / (f"{spec.name}_fp16.onnx" if precision == "fp16" else f"{spec.name}.onnx")
+    if not onnx.is_file():
+        exported = export_spec(spec, models / f"{spec.name}.onnx", fp16=precision == "fp16")
+        onnx = exported.fp16_path if precision == "fp16" and exported.fp16_path else exported.path
+    plan = engine_path(onnx, precision, folder.name, root)
+    sidecar = read_sidecar(plan) if plan.is_file() else None
+    if (sidecar is not None and sidecar.tensorrt_version == str(trt.__version__)
+            and sidecar.gpu_name == gpu_name and tuple(sidecar.compute_capability) == tuple(cc)
+            and sidecar.source_sha256 == file_sha256(onnx) and sidecar.max_batch >= max_batch
+            and sidecar.min_batch == 1):
+        return plan, False
+    options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
+                           max_batch=max_batch, timing_cache=folder / "timing.cache")
+    return build_engine(onnx, options, plan, progress)[0], True

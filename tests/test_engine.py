@@ -652,3 +652,23 @@ def test_fp32_means_tf32_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_
     assert trt.calls["cleared"] == ([] if tf32 else [6])
     assert read_sidecar(plan) == side and side.tf32 is tf32
     assert ("--tf32" in rebuild_command(side)) is tf32
+
+
+def test_engines_for_a_sweep_are_built_once_and_reused(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    trt = FakeTrt(weak_typing=False)
+    _use(monkeypatch, trt, (H100, (9, 0)))
+    root, models = tmp_path / "engines", tmp_path / "models"
+    plan, built = engine.engine_for_spec("lenet_1c0f", "fp32", 256, root=root, models=models)
+    assert built and plan == root / "nvidia-h100-80gb-hbm3-sm90" / "lenet_1c0f_fp32.plan"
+    assert (models / "lenet_1c0f.onnx").is_file()
+    side = read_sidecar(plan)
+    assert side is not None and (side.min_batch, side.max_batch) == (1, 256)
+    assert side.timing_cache == str(plan.parent / "timing.cache")  # one cache per GPU folder
+    again, built = engine.engine_for_spec("lenet_1c0f", "fp32", 64, root=root, models=models)
+    assert (again, built) == (plan, False)  # the profile covers 64: nothing to build
+    _, built = engine.engine_for_spec("lenet_1c0f", "fp32", 1024, root=root, models=models)
+    assert built  # a larger batch than the profile: rebuilt
+    plan16, built = engine.engine_for_spec("lenet_1c0f", "fp16", 64, root=root, models=models)
+    assert built and plan16.name == "lenet_1c0f_fp16.plan"
+    assert (models / "lenet_1c0f_fp16.onnx").is_file()

@@ -23,7 +23,7 @@ def test_the_gpu_check_dry_run_writes_a_summary_of_every_step(tmp_path: Path) ->
     assert summary["ok"] and summary["seconds"] < 8 * 60
     assert [s["step"] for s in summary["steps"]] == [
         "environment", "backends", "gpu_tests", "cuda_plumbing", "bench_torch_graph_false",
-        "bench_spec_family", "mini_sweep", "report"]
+        "bench_spec_family", "mini_sweep", "tensorrt", "report"]
     sweep = [c for c in summary["cells"] if c["file"] == "sweep.jsonl"]
     assert len(sweep) == 10 and all(c["tiles_per_ms"] > 0 for c in sweep)
     assert summary["device"]["kind"] in ("cpu", "cuda")

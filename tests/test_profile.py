@@ -189,3 +189,11 @@ def test_onnxruntime_gpu_providers_refuse_per_layer_profiling(tmp_path: Path) ->
         with pytest.raises(BackendError, match=r"does not measure the GPU kernels: profile "
                                                r"onnxruntime on the cpu provider"):
             runner.profile_layers(np.zeros((1, 1, 28, 28), np.float32), 1)
+
+
+def test_tensorrt_profiles_by_spec_need_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakes import hide_gpus
+
+    hide_gpus(monkeypatch)
+    with pytest.raises(BenchError, match="profiling with tensorrt needs an NVIDIA GPU"):
+        prof.check_backend("tensorrt", None, by_spec=True)

@@ -242,7 +242,7 @@ def test_a_sweep_records_the_backend_options_it_ran_with(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["-b", "tensorrt"], "sweep -b tensorrt is not available yet"),
+    (["-b", "tensorrt", "--train-epochs", "1"], "--train-epochs with an engine backend"),
     (["-o", "torch.threads=1"], "options given for torch, but this sweep times onnxruntime"),
     (["-o", "onnxruntime.threads=0"], "must be at least 1"),
 ])
@@ -251,3 +251,21 @@ def test_sweep_backend_and_options_errors(args: list[str], says: str, tmp_path: 
                                       "--results", str(tmp_path / "s.jsonl"), *args])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert says in result.stderr
+
+
+def test_tensorrt_sweeps_need_a_gpu_and_say_so_before_any_work(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakes import hide_gpus
+
+    hide_gpus(monkeypatch)
+    out = tmp_path / "s.jsonl"
+    result = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=1;batch=16", "-b", "trt",
+                                      "--precision", "fp16", "--results", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "sweep -b tensorrt needs an NVIDIA GPU" in result.stderr and not out.exists()
+    dry = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=1;batch=16", "-b", "trt",
+                                   "--dry-run", "--results", str(out)])
+    assert dry.exit_code == 0 and "1 cells" in dry.stdout
+    bad = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=1;batch=16", "--precision", "fp16",
+                                   "--dry-run", "--results", str(out)])
+    assert bad.exit_code == 1 and "fp16 with an engine backend" in bad.stderr

@@ -23,8 +23,11 @@ def profile(
     engine: Annotated[Path | None, typer.Option(help="A TensorRT plan: profiled per layer "
                       "with TensorRT's IProfiler; needs an NVIDIA GPU.")] = None,
     backend: Annotated[str, typer.Option("--backend", "-b", help="onnxruntime, torch "
-                                         "(or tensorrt with --engine).")] = "onnxruntime",
+                                         "(or tensorrt with --engine, or with --spec to "
+                                         "build each net's engine).")] = "onnxruntime",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 256,
+    precision: Annotated[str, typer.Option(help="fp32 or fp16: the engines -b tensorrt --spec "
+                                           "builds.")] = "fp32",
     runs: Annotated[int, typer.Option(help="Profiled runs (after one warm-up run); each "
                                       "layer's median over them is shown.")] = 10,
     unfused: Annotated[bool, typer.Option("--unfused", help="onnxruntime at opt level basic: "
@@ -54,14 +57,21 @@ def profile(
         from cnn_deploy.files import check_output
 
         check_output(png, ".png", "--png", BenchError)
-    name = prof.check_backend(backend, engine)
+    name = prof.check_backend(backend, engine, by_spec=spec is not None and model is None)
+    builds = registry.get(name).needs == "engine" and engine is None  # -b tensorrt --spec ...
     options = registry.parse_options(option).get(name, {})
     names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]
     profiles: list[Profile] = []
     with render.err.status("profiling...") as status:
         for net in names:
             status.update(f"profiling {net or model or engine} on {name}, batch {batch}")
-            with resolve_target(model, net, engine) as (target, notes):
+            plan = engine
+            if builds and net is not None:  # this GPU's engine of the net: reused or built
+                from cnn_deploy.engine import engine_for_spec
+
+                plan, _ = engine_for_spec(net, precision, batch, progress=status.update)
+                net = None
+            with resolve_target(model, net, plan) as (target, notes):
                 p = prof.profile_target(target, name, batch, runs=runs, unfused=unfused,
                                         options=options, data=data)
             p.notes = [*notes, *p.notes]

@@ -20,6 +20,8 @@ def sweep(
     backend: Annotated[str, typer.Option("--backend", "-b", help="One backend that loads an ONNX "
                        "file or a network spec (onnxruntime, openvino, torch).")]
         = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16: the engine's precision with -b "
+                         "tensorrt (fp32 elsewhere).")] = "fp32",
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Options of that "
                       "backend, BACKEND.KEY=VALUE, e.g. torch.device=cuda (part of each cell's "
                       "key, so another setting never resumes over this one).")] = None,
@@ -63,18 +65,25 @@ def sweep(
     backends = registry.parse_backends(backend)
     if len(backends) != 1:
         raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
-    if registry.get(backends[0]).needs == "engine":
-        raise BenchError(f"sweep -b {backends[0]} is not available yet: build engines with "
-                         "`cnndeploy build` and time them with `cnndeploy bench --engine`, or "
-                         "sweep onnxruntime, openvino or torch (-o torch.device=cuda for the GPU)")
+    engines = registry.get(backends[0]).needs == "engine"
+    if precision not in ("fp32", "fp16") or (precision != "fp32" and not engines):
+        raise BenchError(f"--precision takes fp32, or fp16 with an engine backend (-b tensorrt), "
+                         f"got '{precision}' with -b {backends[0]}")
+    if engines and train_epochs:
+        raise BenchError("--train-epochs with an engine backend is not supported: engines are "
+                         "built from untrained nets (speed does not depend on the weights)")
+    if engines and not dry_run:
+        from cnn_deploy.bench.targets import require_gpu
+
+        require_gpu(f"sweep -b {backends[0]}")  # before a results file or any export
     options = registry.parse_options(option)
     stray = [b for b in options if b != backends[0]]
     if stray:
         raise BenchError(f"options given for {', '.join(stray)}, but this sweep times "
                          f"{backends[0]}: drop them or use -b {stray[0]}")
     setting = options.get(backends[0], {})
-    cells = lib.group_cells(group, backends[0], setting) if group is not None else \
-        lib.parse_grid(grid or "", backends[0], setting)
+    cells = lib.group_cells(group, backends[0], setting, precision) if group is not None else \
+        lib.parse_grid(grid or "", backends[0], setting, precision)
     label = group if group is not None else f"grid {grid}"
     lib.cell_timing(cells[0], method, duration)  # validates --method and --duration
     if shard is not None:

@@ -55,8 +55,9 @@ class Profile:
         return self.layer_sum_ms * 1000.0 / self.batch
 
 
-def check_backend(backend: str, engine: Path | None) -> str:
-    """The one backend to profile: it must report per-layer times; an engine is TensorRT's."""
+def check_backend(backend: str, engine: Path | None, by_spec: bool = False) -> str:
+    """The one backend to profile: it must report per-layer times; an engine is TensorRT's
+    (``--engine``, or ``-b tensorrt --spec NAMES``: engines built per net, ``by_spec``)."""
     if engine is not None:
         from cnn_deploy.bench.targets import require_gpu
 
@@ -73,8 +74,10 @@ def check_backend(backend: str, engine: Path | None) -> str:
         from cnn_deploy.bench.targets import require_gpu
 
         require_gpu(f"profiling with {entry.name}")
-        raise BenchError(f"-b {entry.name} profiles an engine: pass --engine "
-                         "engines/<device>/<net>_<precision>.plan (`cnndeploy build`)")
+        if not by_spec:
+            raise BenchError(f"-b {entry.name} profiles an engine: pass --engine "
+                             "engines/<device>/<net>_<precision>.plan (`cnndeploy build`), or "
+                             "--spec NAMES to build one per network")
     return entry.name
 
 

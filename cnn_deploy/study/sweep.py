@@ -59,18 +59,19 @@ def _setting(options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
 
 # -- which cells ---------------------------------------------------------------
 def group_cells(group: str, backend: str = "onnxruntime",
-                options: dict[str, Any] | None = None) -> list[SweepCell]:
+                options: dict[str, Any] | None = None, precision: str = "fp32") -> list[SweepCell]:
     """The cells of a thesis group (``all``: groups 1-4, each cell once) in a fixed order."""
     if group == "all":
-        return _unique([c for g in THESIS_GROUPS for c in group_cells(g, backend, options)])
+        return _unique([c for g in THESIS_GROUPS
+                        for c in group_cells(g, backend, options, precision)])
     if group not in THESIS_GROUPS:
         raise BenchError(f"--group takes one of {', '.join(GROUPS)}, got '{group}'")
     nets, batches = thesis_group(group)
-    return [SweepCell(s, b, backend, options=_setting(options)) for s in nets for b in batches]
+    return [SweepCell(s, b, backend, precision, _setting(options)) for s in nets for b in batches]
 
 
 def parse_grid(text: str, backend: str = "onnxruntime",
-               options: dict[str, Any] | None = None) -> list[SweepCell]:
+               options: dict[str, Any] | None = None, precision: str = "fp32") -> list[SweepCell]:
     """``'fc_layers=1..5;batch=16,32;neurons=100..2048:128'`` -> cells (batch 1024 if absent).
 
     Values: ``a,b,c``; ``lo..hi`` (step 1); ``lo..hi:step``; ``lo..hi*factor`` (geometric).
@@ -94,8 +95,8 @@ def parse_grid(text: str, backend: str = "onnxruntime",
     if any(b < 1 for b in batches):
         raise BenchError(f"--grid: batch values must be positive, got {batches}")
     names = list(axes)
-    cells = [SweepCell(NetSpec(**dict(zip(names, combo, strict=True))), b, backend,
-                       options=_setting(options))
+    cells = [SweepCell(NetSpec(**dict(zip(names, combo, strict=True))), b, backend, precision,
+                       _setting(options))
              for combo in itertools.product(*axes.values()) for b in batches]
     return _unique(cells)
 
@@ -262,8 +263,11 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     for unit in units:
         report(SweepProgress(finished, len(todo), unit[0]))
         trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
-        model = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
-        with resolve_target(*model) as (target, _):
+        checkpoint, name = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
+        engine = _engine(unit, models, report, SweepProgress(finished, len(todo), unit[0]))
+        if engine is not None:  # the engine names its network (sidecar -> source ONNX)
+            checkpoint = name = None
+        with resolve_target(checkpoint, name, engine) as (target, _):
             sha = file_sha256(target.onnx) if target.onnx else None
             timing = cell_timing(unit[0], method, duration)
             plan = Plan(target, (_config(unit[0].backend, dict(unit[0].options)),),
@@ -308,6 +312,22 @@ def _trained_net(spec: NetSpec, epochs: int | None, models: Path, data: str | No
                        "time_to_accuracy": {k.rstrip("%"): v for k, v in miles.items()},
                        "test_accuracy": checkpoint["metrics"]["test_accuracy"]}
     return cache[spec]
+
+
+def _engine(unit: Sequence[SweepCell], models: Path, report: Callable[[SweepProgress], None],
+            progress: SweepProgress) -> Path | None:
+    """For a backend that loads engines: the unit's net built for this GPU (or reused from
+    engines/<gpu>/), with a profile up to the unit's largest batch; None for other backends."""
+    from cnn_deploy.backends import registry
+
+    if registry.get(unit[0].backend).needs != "engine":
+        return None
+    from cnn_deploy.engine import engine_for_spec
+
+    plan, _built = engine_for_spec(unit[0].spec.name, unit[0].precision,
+                                   max(c.batch for c in unit), models=models,
+                                   progress=lambda _: report(progress))
+    return plan
 
 
 def _config(backend: str, options: dict[str, Any]) -> BackendConfig:
