@@ -96,7 +96,9 @@ def engine_agreement(target: Target, data: str | None = None, batch: int = 256,
         return None, f"engine accuracy check skipped: {str(exc).split(';')[0]}"
     try:
         engine_backend = registry.first_loading("engine").name
-        result = check_agreement(target, engine_backend, mnist, options=options, batch=batch)
+        # the outputs must come back to be compared, whatever -o tensorrt.transfers says
+        result = check_agreement(target, engine_backend, mnist, batch=batch,
+                                 options={**(options or {}), "transfers": True})
     except CnnDeployError as exc:
         return None, f"engine accuracy check skipped: {exc}"
     note = None if target.checkpoint else ("untrained weights: only the top-1 agreement with "

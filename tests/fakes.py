@@ -125,3 +125,66 @@ def hide_gpus(monkeypatch: Any) -> None:
 
     hidden = tuple(cpu_only(entry) for entry in real)
     monkeypatch.setattr(registry, "backends", lambda: hidden)
+
+
+class AsyncGpuRunner(Runner):
+    """A GPU whose work is asynchronous, on a fake clock: an enqueue costs ``enqueue_ms`` of
+    host time and queues ``device_ms`` of device work (H2D 1 ms, compute, D2H 1 ms) behind
+    whatever the device is still doing; waiting for a timer moves the host to its completion."""
+
+    backend = "fake-gpu"
+
+    def __init__(self, enqueue_ms: float, device_ms: float) -> None:
+        super().__init__(device="cuda")
+        self.enqueue_ms, self.device_ms = enqueue_ms, device_ms
+        self.now_ns, self.device_free_ns = 0, 0
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    @property
+    def label(self) -> str:
+        return "fake async gpu"
+
+    def _activate(self) -> None:
+        return None
+
+    @property
+    def signature(self) -> Signature:
+        return Signature("x", (None, 1, 28, 28))
+
+    def stage(self, x: np.ndarray) -> Any:
+        return x
+
+    def run(self, staged: Any) -> Any:
+        raise AssertionError("a GPU runner is timed through run_phased")
+
+    def phase_timer(self) -> PhaseTimer | None:
+        return _AsyncTimer(self)
+
+    def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        assert isinstance(timer, _AsyncTimer)
+        self.now_ns += int(self.enqueue_ms * 1e6)  # the work reaches the GPU when submitted
+        start = max(self.now_ns, self.device_free_ns)
+        self.device_free_ns = start + int(self.device_ms * 1e6)
+        timer.done_ns = self.device_free_ns
+        return staged
+
+    def synchronize(self) -> None:
+        self.now_ns = max(self.now_ns, self.device_free_ns)
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output)
+
+
+class _AsyncTimer:
+    def __init__(self, runner: AsyncGpuRunner) -> None:
+        self.runner, self.done_ns = runner, 0
+
+    def mark(self, phase: str) -> None:
+        return None
+
+    def elapsed_ms(self) -> dict[str, float]:
+        self.runner.now_ns = max(self.runner.now_ns, self.done_ns)  # wait for this iteration
+        compute = self.runner.device_ms - 2.0
+        return {"h2d": 1.0, "compute": compute, "d2h": 1.0}

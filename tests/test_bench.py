@@ -106,3 +106,30 @@ def test_a_cpu_runner_has_host_latency_only() -> None:
     config = TimingConfig(warmup_ms=0, warmup_iterations=0, min_duration_ms=0, min_iterations=3)
     out = time_runner(FakeClockRunner([2.0]), np.zeros((1, 1, 28, 28), np.float32), config)
     assert len(out.latency_ms) == 3 and out.enqueue_ms is None and out.phases_ms is None
+
+
+def test_overlapped_timing_hides_the_enqueue_as_trtexec_does() -> None:
+    """Enqueue 3 ms, device 5 ms: one at a time an iteration takes 8 ms; with two in flight
+    the GPU never waits for the host, so the throughput is one iteration per 5 ms."""
+    from cnn_deploy.bench.timing import time_overlapped
+
+    from fakes import AsyncGpuRunner
+
+    config = TimingConfig(warmup_ms=0, warmup_iterations=1, min_duration_ms=500.0,
+                          min_iterations=10)
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    gpu = AsyncGpuRunner(enqueue_ms=3.0, device_ms=5.0)
+    overlapped = time_overlapped(gpu, x, config, clock=gpu.clock)
+    assert overlapped.wall_ms is not None
+    stats = summarise(overlapped.latency_ms, 4, overlapped.wall_ms)
+    assert stats.tiles_per_ms == pytest.approx(4 / 5.0, rel=0.02)
+    assert set(overlapped.latency_ms) == {5.0}  # H2D + compute + D2H, as trtexec's Latency
+    assert overlapped.enqueue_ms == [3.0] * len(overlapped.latency_ms)
+    assert overlapped.phases_ms == {"h2d": [1.0] * len(overlapped.latency_ms),
+                                    "compute": [3.0] * len(overlapped.latency_ms),
+                                    "d2h": [1.0] * len(overlapped.latency_ms)}
+    one_at_a_time = AsyncGpuRunner(enqueue_ms=3.0, device_ms=5.0)
+    serial = time_runner(one_at_a_time, x, config, clock=one_at_a_time.clock)
+    assert summarise(serial.latency_ms, 4).tiles_per_ms == pytest.approx(4 / 8.0, rel=0.02)
+    with pytest.raises(ValueError, match="no device timer"):
+        time_overlapped(FakeClockRunner([1.0]), x, config)

@@ -222,12 +222,13 @@ def test_a_plan_that_exists_needs_tensorrt_then_cuda_python(
 
 def test_unknown_options_are_refused_and_defaults_filled(tmp_path: Path) -> None:
     runner = TrtRunner(tmp_path / "net.plan", {"cuda_graph": True})
-    assert runner.options == {"cuda_graph": True, "stream_ordered": False, "host_code": True}
+    assert runner.options == {"cuda_graph": True, "stream_ordered": False, "host_code": True,
+                              "transfers": True}
     assert runner.backend == "tensorrt" and runner.device == "cuda"
     assert runner.label == "tensorrt net cuda-graph"
     with pytest.raises(BackendError, match=r"unknown option 'tensorrt.graph': tensorrt takes "
                                            r"tensorrt.cuda_graph, tensorrt.stream_ordered, "
-                                           r"tensorrt.host_code\. "
+                                           r"tensorrt.host_code, tensorrt.transfers\. "
                                            r"Did you mean 'tensorrt.cuda_graph'\?"):
         TrtRunner(tmp_path / "net.plan", {"graph": True})
     with pytest.raises(BackendError, match=r"tensorrt.stream_ordered=maybe: expected true or false"):

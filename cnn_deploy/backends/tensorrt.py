@@ -258,6 +258,9 @@ class TrtRunner(Runner):
         for io in (*self._inputs, *self._outputs):
             context.set_tensor_address(io.name, io.device.ptr)
         staged = _Staged(tuple(x.shape))
+        if not self.options["transfers"]:  # trtexec --noDataTransfers: the input goes over once
+            self._copy(self._inputs, "h2d")
+            self._stream.synchronize()
         if self.options["cuda_graph"] and staged.shape != self._graph_shape:
             self._capture(staged)
         return staged
@@ -337,19 +340,25 @@ class TrtRunner(Runner):
             cuda.memcpy_async(dst, src, io.view.nbytes, kind, self._stream)
 
     def run(self, staged: Any) -> Any:
-        self._copy(self._inputs, "h2d")
+        transfers = self.options["transfers"]
+        if transfers:
+            self._copy(self._inputs, "h2d")
         self._enqueue(staged)
-        self._copy(self._outputs, "d2h")
+        if transfers:
+            self._copy(self._outputs, "d2h")
         return self._outputs[0].view
 
     def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        transfers = self.options["transfers"]
         timer.mark("start")
-        self._copy(self._inputs, "h2d")
-        timer.mark("h2d")
+        if transfers:
+            self._copy(self._inputs, "h2d")
+            timer.mark("h2d")
         self._enqueue(staged)
         timer.mark("compute")
-        self._copy(self._outputs, "d2h")
-        timer.mark("d2h")
+        if transfers:
+            self._copy(self._outputs, "d2h")
+            timer.mark("d2h")
         return self._outputs[0].view
 
     def phase_timer(self) -> PhaseTimer | None:
@@ -492,6 +501,8 @@ BACKEND = Backend(
         Option("stream_ordered", "bool", False, "allocate device buffers with cudaMallocAsync"),
         Option("host_code", "bool", True, "let the runtime run the host code a version-"
                "compatible plan embeds (as trtexec and Polygraphy do)"),
+        Option("transfers", "bool", True, "copy input and output every iteration (false: the "
+               "engine alone, as trtexec --noDataTransfers; outputs are then not read back)"),
     ),
     aliases=("trt",),
     devices=("cuda",),

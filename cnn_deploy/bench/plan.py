@@ -20,7 +20,14 @@ import numpy as np
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Runner, Target
-from cnn_deploy.bench.timing import Stats, TimingConfig, stability_warnings, summarise, time_runner
+from cnn_deploy.bench.timing import (
+    Stats,
+    TimingConfig,
+    stability_warnings,
+    summarise,
+    time_overlapped,
+    time_runner,
+)
 from cnn_deploy.errors import BenchError, DataError
 
 
@@ -88,6 +95,7 @@ class Measurement:
     phases_ms: dict[str, list[float]] | None = None  # GPU runners: CUDA-event phase times
     baseline: bool = False
     applied: dict[str, Any] = field(default_factory=dict)  # what the backend says it ran with
+    wall_ms: float | None = None  # overlapped iterations: the wall time tiles/ms is over
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -112,12 +120,14 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
                               free if free is not None else available_memory_bytes())
                 x, source = make_inputs(runner, batch, plan.data)
                 try:
-                    timed_run = time_runner(runner, x, plan.timing)
+                    overlapped = plan.timing.overlap and runner.phase_timer() is not None
+                    timed_run = (time_overlapped(runner, x, plan.timing) if overlapped
+                                 else time_runner(runner, x, plan.timing))
                 except MemoryError as exc:
                     raise BenchError(f"batch {batch} does not fit in memory on {runner.label} "
                                      f"({exc}): use a smaller --batch") from None
                 samples = timed_run.latency_ms
-                stats = summarise(samples, batch)
+                stats = summarise(samples, batch, timed_run.wall_ms)
                 if not _weights_trained(runner, plan.target):
                     notes.append("untrained weights: speed does not depend on them")
                 notes.extend(runner.notes)
@@ -126,7 +136,7 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
                            timed_run.warmup_iterations, stats,
                            stability_warnings(samples, stats, plan.timing), notes, source,
                            peak_rss_mb(), process, timed_run.enqueue_ms, timed_run.phases_ms,
-                           row.baseline, dict(runner.applied))
+                           row.baseline, dict(runner.applied), timed_run.wall_ms)
 
 
 def _weights_trained(runner: Runner, target: Target) -> bool:

@@ -26,6 +26,8 @@ class TimingConfig:
     min_iterations: int = 10  # trtexec --iterations=10
     max_duration_ms: float = 30_000.0  # stop a huge cell even if min_iterations is not met
     cv_threshold: float = 0.05  # trtexec warns at 1 % on a GPU; a shared 2-core CPU is noisier
+    # GPU runners only: trtexec's loop, two iterations in flight (time_overlapped)
+    overlap: bool = False
     drift_threshold: float = 0.05  # first vs last third of the samples
     spread_threshold: float = 0.10  # across fresh processes
 
@@ -58,12 +60,15 @@ class Stats:
         return asdict(self)
 
 
-def summarise(samples_ms: list[float] | np.ndarray, batch: int) -> Stats:
+def summarise(samples_ms: list[float] | np.ndarray, batch: int,
+              wall_ms: float | None = None) -> Stats:
+    """Statistics of per-iteration samples; tiles/ms over their sum, or over ``wall_ms`` when
+    iterations overlapped (then the sum counts overlapping time twice)."""
     s = np.asarray(samples_ms, dtype=np.float64)
     if s.size == 0:
         raise ValueError("no samples")
     mean = float(s.mean())
-    total = float(s.sum())
+    total = float(s.sum()) if wall_ms is None else float(wall_ms)
     return Stats(
         iterations=int(s.size),
         median_ms=float(np.median(s)),
@@ -94,6 +99,7 @@ class Samples:
     warmup_iterations: int
     enqueue_ms: list[float] | None = None
     phases_ms: dict[str, list[float]] | None = None
+    wall_ms: float | None = None  # overlapped: first enqueue to last completion (throughput)
 
 
 def time_runner(runner: Runner, x: np.ndarray, config: TimingConfig,
@@ -136,6 +142,64 @@ def time_runner(runner: Runner, x: np.ndarray, config: TimingConfig,
         if (n >= config.min_iterations and elapsed >= config.min_duration_ms) or (
                 elapsed >= config.max_duration_ms):
             return out
+
+
+def time_overlapped(runner: Runner, x: np.ndarray, config: TimingConfig,
+                    clock: Clock = time.perf_counter_ns, depth: int = 2) -> Samples:
+    """trtexec's inference loop (samples/common/sampleInference.cpp, ``inferenceLoop`` and
+    ``Iteration`` with ``overlap``, TensorRT 10.x/11.0): ``depth`` iterations in flight, each
+    with its own CUDA events; enqueue iteration i, then wait for iteration i - 1, so the GPU
+    never idles while the host enqueues. Per iteration: the enqueue's host time and the device
+    phases (H2D, compute, D2H); its latency is H2D + compute + D2H, as trtexec's "Latency";
+    throughput (tiles/ms) is iterations over the wall time from the first enqueue to the last
+    completion, as trtexec's "Throughput". Warm-up as :func:`time_runner`, not overlapped."""
+    made = [runner.phase_timer() for _ in range(depth)]
+    timers = [t for t in made if t is not None]
+    if len(timers) != depth:
+        raise ValueError(f"{runner.label} has no device timer: overlapped timing needs a GPU runner")
+    staged = runner.stage(x)
+    warm, start = 0, clock()
+    while warm < config.warmup_iterations or (clock() - start) / 1e6 < config.warmup_ms:
+        runner.run_phased(staged, timers[0])
+        runner.synchronize()
+        warm += 1
+    enqueue: list[float] = []
+    phases_out: dict[str, list[float]] = {}
+    out = Samples([], warm, enqueue, phases_out)
+    active = [False] * depth
+    first = clock()
+    done_at = first
+
+    def retire(slot: int) -> None:
+        nonlocal done_at
+        phases = timers[slot].elapsed_ms()  # waits for the slot's last event
+        done_at = clock()
+        for phase, ms in phases.items():
+            phases_out.setdefault(phase, []).append(ms)
+        out.latency_ms.append(sum(phases.values()))
+        active[slot] = False
+
+    i = 0
+    while True:
+        slot = i % depth
+        if active[slot]:
+            retire(slot)
+        n, wall = len(out.latency_ms), (done_at - first) / 1e6
+        if (n >= config.min_iterations and wall >= config.min_duration_ms) or (
+                n > 0 and wall >= config.max_duration_ms):
+            break
+        t0 = clock()
+        runner.run_phased(staged, timers[slot])
+        enqueue.append((clock() - t0) / 1e6)
+        active[slot] = True
+        i += 1
+    for slot in range(depth):  # drain: nothing enqueued is left running
+        if active[slot]:
+            retire(slot)
+    runner.synchronize()
+    out.enqueue_ms = enqueue[:len(out.latency_ms)]
+    out.wall_ms = (done_at - first) / 1e6
+    return out
 
 
 def stability_warnings(samples_ms: list[float], stats: Stats, config: TimingConfig) -> list[str]:

@@ -32,6 +32,10 @@ def bench(
     iterations: Annotated[int | None, typer.Option(help="Minimum timed iterations.")] = None,
     thesis: Annotated[bool, typer.Option(help="The thesis's procedure: 20 runs, no warm-up "
                                          "(use with --processes 3).")] = False,
+    overlap: Annotated[bool | None, typer.Option("--overlap/--no-overlap", help="GPU rows: "
+                       "trtexec's loop, two iterations in flight, throughput over wall time "
+                       "(default with --engine); --no-overlap waits for each iteration.")]
+        = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Backend option "
                       "BACKEND.KEY=VALUE, e.g. onnxruntime.opt_level=all, torch.compile=true, "
                       "torch.memory_format=contiguous, onnxruntime.threads=1.")] = None,
@@ -54,6 +58,10 @@ def bench(
     batches = opt.parse_batches(batch)
     options = registry.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
+    if overlap if overlap is not None else engine is not None:
+        from dataclasses import replace
+
+        timing = replace(timing, overlap=True)
     if processes is None:
         processes = 3 if thesis else 1  # the thesis took the median of three loops
     with (resolve_target(model, spec, engine) as (target, notes),

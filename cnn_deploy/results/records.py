@@ -60,6 +60,8 @@ def measurement_payload(cell: Measurement, *, model: dict[str, Any], timing: Tim
         "warnings": cell.warnings, "notes": cell.notes, "input": cell.input,
         "peak_rss_mb": cell.peak_rss_mb,
     }
+    if cell.wall_ms is not None:  # overlapped (trtexec) timing: what tiles/ms is over
+        payload["wall_ms"] = cell.wall_ms
     if cell.phases_ms is not None:
         payload["enqueue_ms"] = cell.enqueue_ms
         payload["phases_ms"] = cell.phases_ms
