@@ -32,7 +32,8 @@ CUDA_API = (
     "cudaMemcpyAsync", "cudaMemcpyKind", "cudaStreamBeginCapture", "cudaStreamCaptureMode",
     "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
     "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaDriverGetVersion", "cudaRuntimeGetVersion",
-    "cudaDeviceGetPCIBusId", "cudaMemGetInfo", "cudaSetDevice",
+    "cudaDeviceGetPCIBusId", "cudaMemGetInfo", "cudaSetDevice", "cudaEventCreateWithFlags",
+    "cudaEventBlockingSync",
 )
 _NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
 _COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
@@ -182,10 +183,17 @@ class Stream(_Owned):
 
 
 class Event(_Owned):
-    """A timing event; ``record`` it on a stream, then ``elapsed_ms(start, end)``."""
+    """A timing event; ``record`` it on a stream, then ``elapsed_ms(start, end)``. ``blocking``:
+    waiting on it sleeps the host thread (cudaEventBlockingSync, trtexec's default) instead of
+    spinning (trtexec --useSpinWait)."""
 
-    def __init__(self) -> None:
-        self.raw: Any = check(runtime().cudaEventCreate(), "cudaEventCreate")
+    def __init__(self, blocking: bool = False) -> None:
+        rt = runtime()
+        if blocking:
+            self.raw: Any = check(rt.cudaEventCreateWithFlags(rt.cudaEventBlockingSync),
+                                  "cudaEventCreateWithFlags")
+        else:
+            self.raw = check(rt.cudaEventCreate(), "cudaEventCreate")
 
     def record(self, stream: Stream) -> None:
         check(runtime().cudaEventRecord(self.raw, stream.raw), "cudaEventRecord")

@@ -5,9 +5,27 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
-python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[cpu,dev]'
+# Which stack: CNNDEPLOY_STACK=cpu|cu12|cu13, else the CUDA major the driver reports
+# (`nvidia-smi`: "CUDA Version: 12.4"), else cpu. A GPU stack gets PyPI's CUDA torch, TensorRT,
+# onnxruntime-gpu and cuda-python for that major, so the gpu/tensorrt tests run instead of skip.
+STACK="${CNNDEPLOY_STACK:-}"
+if [ -z "$STACK" ]; then
+    STACK=cpu
+    if command -v nvidia-smi > /dev/null 2>&1; then
+        major=$(nvidia-smi 2> /dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n 1)
+        case "$major" in 12|13) STACK="cu$major" ;; esac
+    fi
+fi
+case "$STACK" in
+    cpu)  # The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
+        python -m pip install -q torch==2.13.0
+        python -m pip install -q -e '.[cpu,dev]' ;;
+    cu12|cu13)
+        echo "setup: NVIDIA driver found: installing the CUDA ${STACK#cu} stack (.[gpu-$STACK])" >&2
+        python -m pip install -q torch
+        python -m pip install -q -e ".[gpu-$STACK,dev]" ;;
+    *) echo "CNNDEPLOY_STACK must be cpu, cu12 or cu13, got '$STACK'" >&2; exit 2 ;;
+esac
 
 # API contract tests (tests/test_tensorrt_runtime.py, tests/test_cuda.py) check every TensorRT
 # and CUDA runtime name the GPU backend calls against the real packages. These install and

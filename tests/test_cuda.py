@@ -128,7 +128,10 @@ from cnn_deploy import cuda
 from cnn_deploy.errors import BackendError
 rt = cuda.runtime()
 print(cuda.check(rt.cudaGetErrorName(rt.cudaError_t.cudaErrorNoDevice)).decode())
-count = cuda.device_count()
+try:
+    count = cuda.device_count()
+except BackendError as exc:  # a GPU whose driver is older than these bindings
+    count = "driver too old: " + str(exc)
 print(count)
 if count == 0:
     for make in (cuda.Stream, lambda: cuda.HostBuffer(64)):
@@ -143,6 +146,8 @@ if count == 0:
 def test_with_real_bindings_and_no_driver_errors_name_the_cuda_error(major: str) -> None:
     lines = _bindings_run(major, NO_DRIVER).stdout.strip().splitlines()
     assert lines[0] == "cudaErrorNoDevice"  # check() returns the value of a successful call
+    if lines[1].startswith("driver too old"):
+        pytest.skip(f"a GPU with a driver older than cuda-python {major}: {lines[1]}")
     if lines[1] != "0":
         pytest.skip("this machine has a GPU")
     stream_error, host_error = lines[2:4]

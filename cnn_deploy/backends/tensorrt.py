@@ -364,7 +364,9 @@ class TrtRunner(Runner):
     def phase_timer(self) -> PhaseTimer | None:
         from cnn_deploy import cuda
 
-        timer = cuda.EventTimer(self._stream)  # its events are created on first use
+        # Events created on first use; waiting on them blocks (trtexec's default) or spins.
+        blocking = not self.options["spin"]
+        timer = cuda.EventTimer(self._stream, new_event=lambda: cuda.Event(blocking=blocking))
         self._timers.append(timer)
         return timer
 
@@ -503,6 +505,8 @@ BACKEND = Backend(
                "compatible plan embeds (as trtexec and Polygraphy do)"),
         Option("transfers", "bool", True, "copy input and output every iteration (false: the "
                "engine alone, as trtexec --noDataTransfers; outputs are then not read back)"),
+        Option("spin", "bool", False, "wait for the GPU by spinning (trtexec --useSpinWait); "
+               "default: blocking sync, trtexec's default"),
     ),
     aliases=("trt",),
     devices=("cuda",),
