@@ -50,6 +50,11 @@ def device_record() -> dict[str, Any]:
     if gpu_present():
         record["kind"] = "cuda"
         record["gpu"] = gpu_record()
+        from cnn_deploy.peaks import gpu_peak
+
+        peak = gpu_peak(str(record["gpu"].get("name", "")), _board())
+        if peak is not None:
+            record["gpu"]["peak"] = peak
         if jetson:
             record["jetson"] = jetson_record()
     record["slug"] = device_slug(record)
@@ -285,6 +290,14 @@ def energy_mj(index: int = 0, nvml: Any = None) -> float | None:
         return None
     finally:
         _nvml_shutdown(nvml)
+
+
+def _board() -> str:
+    """The board's model name where the device tree has one (a Jetson), else ''."""
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="replace").strip("\0 \n")
+    except OSError:
+        return ""
 
 
 def jetson_record(timeout_s: float = 5.0) -> dict[str, Any]:

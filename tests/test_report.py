@@ -168,3 +168,43 @@ def test_table1_lists_drift_across_thesis_loops() -> None:
     rows = report.table1(tidy(records))
     assert rows == [{"net": "lenet_1c1f", "backend": "onnxruntime extended 2t", "batch": 64,
                      "tiles_per_ms": 40.0, "drift_first_to_last_loop": -0.12}]
+
+
+def _gpu_bench(slug: str, gpu: str, tiles_per_ms: float, batch: int) -> dict[str, Any]:
+    return {"schema": 1, "kind": "bench", "batch": batch, "requested_batch": batch,
+            "precision": "fp32", "scenario": "offline",
+            "device": {"kind": "cuda", "slug": slug, "gpu": {"name": gpu}},
+            "model": {"name": "lenet_3c1f", "spec": {"name": "lenet_3c1f", "conv_layers": 3,
+                                                     "fc_layers": 1, "depth": 20, "neurons": 512}},
+            "backend": {"name": "tensorrt", "label": "tensorrt lenet_3c1f_fp32", "baseline": False},
+            "stats": {"tiles_per_ms": tiles_per_ms}}
+
+
+@pytest.mark.parametrize(("h200", "verdict"), [(27.0 * 40, "holds"), (3.0 * 40, "does not hold here")])
+def test_speedups_are_compared_with_the_devices_published_peaks(h200: float, verdict: str) -> None:
+    records = [_gpu_bench("nvidia-geforce-gtx-960-sm52", "NVIDIA GeForce GTX 960", 40.0, b)
+               for b in (256, 1024)]
+    records += [_gpu_bench("nvidia-h200-sm90", "NVIDIA H200", h200, b) for b in (256, 1024)]
+    v = rep.speedup_tracks_spec(tidy(records))
+    assert v.verdict == verdict
+    assert "spec ratios FP32 peak 27.76x, memory bandwidth 42.86x" in v.detail
+
+
+def test_a_gpu_without_published_peaks_is_no_data() -> None:
+    records = [_gpu_bench("a", "NVIDIA Mystery 9000", 10.0, 256),
+               _gpu_bench("b", "NVIDIA H200", 20.0, 256)]
+    v = rep.speedup_tracks_spec(tidy(records))
+    assert v.verdict == "no data" and "no published peaks for a" in v.detail
+
+
+def test_published_peaks_by_gpu_and_board() -> None:
+    from cnn_deploy.peaks import gpu_peak
+
+    h200 = gpu_peak("NVIDIA H200")
+    assert h200 is not None and (h200["fp32_tflops"], h200["bandwidth_gbs"]) == (66.9, 4800.0)
+    assert gpu_peak("NVIDIA H100 PCIe")["bandwidth_gbs"] == 2000.0  # type: ignore[index]
+    assert gpu_peak("Orin (nvgpu)") is None  # every Orin module's GPU: the board decides
+    orin_nano = gpu_peak("Orin (nvgpu)", "NVIDIA Jetson Orin Nano Developer Kit")
+    assert orin_nano is not None and orin_nano["fp32_tflops"] == 1.28
+    assert gpu_peak("NVIDIA Tegra X1")["fp16_tflops"] == 1.024  # type: ignore[index]
+    assert gpu_peak("NVIDIA GeForce GTX 960")["fp16_tflops"] is None  # type: ignore[index]

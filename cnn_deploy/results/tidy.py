@@ -38,7 +38,8 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                 "baseline": (bool(backend["baseline"]) if "baseline" in backend
                              else "[baseline]" in str(backend.get("label") or "")),  # older records
                 "batch": r.get("batch"), "device": _device_name(device),
-                "has_device": bool(device), "run_id": r.get("run_id")}
+                "has_device": bool(device), "run_id": r.get("run_id"),
+                **_peak_fields(device)}
         if r.get("kind") == "bench":
             sweep = _dict(r, "sweep")
             tta = _dict(r, "time_to_accuracy")
@@ -67,6 +68,19 @@ def done_cells(path: Path) -> set[str]:
     if not path.is_file():
         return set()
     return {r["cell"] for r in tidy(store.read(path).records) if isinstance(r.get("cell"), str)}
+
+
+def _peak_fields(device: dict[str, Any]) -> dict[str, Any]:
+    """The GPU's published peaks the record carries (older records: looked up by name)."""
+    gpu = _dict(device, "gpu")
+    peak: dict[str, Any] | None = _dict(gpu, "peak") or None
+    if peak is None and gpu.get("name"):
+        from cnn_deploy.peaks import gpu_peak
+
+        peak = gpu_peak(str(gpu["name"]))
+    peak = peak or {}
+    return {"peak_fp32_tflops": peak.get("fp32_tflops"), "peak_fp16_tflops": peak.get("fp16_tflops"),
+            "peak_bandwidth_gbs": peak.get("bandwidth_gbs")}
 
 
 def _device_name(device: dict[str, Any]) -> Any:

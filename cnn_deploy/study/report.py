@@ -275,16 +275,33 @@ def second_conv_costs_most(rows: Rows) -> Verdict:
         f"{n} [{b}]: conv2 {s:.0%} of conv time" for n, b, s, _ in parts))
 
 
-def speedup_tracks_spec(rows: Rows) -> Verdict:
+def speedup_tracks_spec(rows: Rows, tolerance: float = 0.25) -> Verdict:
+    """The measured speed-up of one device over another against the ratio of their published
+    peaks (FP32 FLOP/s for the compute-bound, memory bandwidth for the memory-bound): it holds
+    when the median measured speed-up is within ``tolerance`` of either ratio."""
     claim = "Device-vs-device speed-up follows the devices' specifications"
     ups = speedups(rows)
     if not ups:
         return Verdict(claim, "no data", "needs the same cells measured on two devices")
-    values = [u["speedup_b_over_a"] for u in ups]
-    return Verdict(claim, "no data", f"{ups[0]['device_b']} / {ups[0]['device_a']}: median "
-                   f"{statistics.median(values):.2f}x over {len(values)} cells (range "
-                   f"{min(values):.2f}-{max(values):.2f}x); the records carry no spec figures "
-                   "(peak FLOP/s, bandwidth) to compare with")
+    a, b = ups[0]["device_a"], ups[0]["device_b"]
+    values = [u["speedup_b_over_a"] for u in ups if (u["device_a"], u["device_b"]) == (a, b)]
+    measured = statistics.median(values)
+    detail = (f"{b} / {a}: median {measured:.2f}x over {len(values)} cells (range "
+              f"{min(values):.2f}-{max(values):.2f}x)")
+    peaks = {r["device"]: r for r in rows if r.get("peak_fp32_tflops")}
+    if a not in peaks or b not in peaks:
+        return Verdict(claim, "no data", detail + "; no published peaks for "
+                       + " and ".join(d for d in (a, b) if d not in peaks)
+                       + " (cnn_deploy.peaks lists common NVIDIA GPUs and Jetsons)")
+    ratios = {"FP32 peak": peaks[b]["peak_fp32_tflops"] / peaks[a]["peak_fp32_tflops"]}
+    if peaks[a].get("peak_bandwidth_gbs") and peaks[b].get("peak_bandwidth_gbs"):
+        ratios["memory bandwidth"] = peaks[b]["peak_bandwidth_gbs"] / peaks[a]["peak_bandwidth_gbs"]
+    near = [k for k, v in ratios.items() if abs(measured / v - 1) <= tolerance]
+    detail += "; spec ratios " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+    if near:
+        return Verdict(claim, "holds", detail + f" (within {tolerance:.0%} of the {near[0]} ratio)")
+    return Verdict(claim, "does not hold here", detail + f" (off every ratio by more than "
+                   f"{tolerance:.0%}: small nets are bound by launch overheads, not by the peaks)")
 
 
 CONCLUSIONS: tuple[Callable[[Rows], Verdict], ...] = (
