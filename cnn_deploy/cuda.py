@@ -33,7 +33,7 @@ CUDA_API = (
     "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
     "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaDriverGetVersion", "cudaRuntimeGetVersion",
     "cudaDeviceGetPCIBusId", "cudaMemGetInfo", "cudaSetDevice", "cudaEventCreateWithFlags",
-    "cudaEventBlockingSync",
+    "cudaEventBlockingSync", "cudaStreamWaitEvent",
 )
 _NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
 _COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
@@ -176,6 +176,10 @@ class Stream(_Owned):
     def synchronize(self) -> None:
         check(runtime().cudaStreamSynchronize(self.raw), "cudaStreamSynchronize")
 
+    def wait(self, event: Event) -> None:
+        """Work enqueued on this stream from now on starts after ``event`` completes."""
+        check(runtime().cudaStreamWaitEvent(self.raw, event.raw, 0), "cudaStreamWaitEvent")
+
     def close(self) -> None:
         if self.raw is not None:
             raw, self.raw = self.raw, None
@@ -234,14 +238,20 @@ class EventTimer(_Owned):
         self._events: dict[str, Any] = {}
         self._order: list[str] = []
 
-    def mark(self, phase: str) -> None:
+    def mark(self, phase: str, stream: Stream | None = None) -> Any:
+        """Record phase ``phase``'s end (on ``stream`` where given, else the timer's);
+        returns the event, for another stream to wait on."""
         if phase == "start":
             self._order = []
         event = self._events.get(phase)
         if event is None:  # created on first use, then reused every iteration
             event = self._events[phase] = self._new()
-        self._record(event)
+        if stream is None:
+            self._record(event)
+        else:
+            event.record(stream)
         self._order.append(phase)
+        return event
 
     def elapsed_ms(self) -> dict[str, float]:
         if not self._order:

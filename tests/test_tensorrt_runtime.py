@@ -376,3 +376,51 @@ def test_the_logger_severities_the_fake_uses_are_the_real_ones(major: str) -> No
     names = ("ILogger.Severity.INTERNAL_ERROR", "ILogger.Severity.ERROR", "ILogger.Severity.WARNING",
              "Runtime.engine_host_code_allowed", "Runtime.deserialize_cuda_engine")
     assert contract(major, names)["missing"] == []
+
+
+def test_a_timed_iteration_runs_on_three_streams_in_trtexecs_order(tmp_path: Path) -> None:
+    """H2D on the input stream, the enqueue once the copy is done, D2H once the compute is done
+    (sampleInference.cpp Iteration::query), with an event at each start and end."""
+    from types import SimpleNamespace
+
+    from cnn_deploy import cuda
+
+    log: list[str] = []
+
+    class FakeStream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def wait(self, event: Any) -> None:
+            log.append(f"{self.name} waits for {event.phase}")
+
+    class FakeEvent:
+        def __init__(self) -> None:
+            self.phase = "?"
+
+        def record(self, stream: FakeStream) -> None:
+            log.append(f"{self.phase} on {stream.name}")
+
+    runner = TrtRunner(tmp_path / "net.plan")
+    runner._stream, runner._copy_streams = FakeStream("compute"), (FakeStream("in"), FakeStream("out"))
+    runner._outputs = [SimpleNamespace(view=np.zeros((2, 10), np.float32))]
+    runner._copy = lambda ios, kind, stream=None: log.append(f"{kind} copy on {stream.name}")  # type: ignore[method-assign]
+    runner._enqueue = lambda staged: log.append("enqueue on compute")  # type: ignore[method-assign]
+    events: dict[str, FakeEvent] = {}
+
+    def new_event() -> FakeEvent:
+        events[str(len(events))] = event = FakeEvent()
+        return event
+
+    timer = cuda.EventTimer(new_event=new_event)
+    real_mark = timer.mark
+
+    def mark(phase: str, stream: Any = None) -> Any:
+        timer._events.setdefault(phase, new_event()).phase = phase
+        return real_mark(phase, stream)
+
+    timer.mark = mark  # type: ignore[method-assign]
+    runner.run_phased(object(), timer)
+    assert log == ["start on in", "h2d copy on in", "h2d on in", "compute waits for h2d",
+                   "queue_compute on compute", "enqueue on compute", "compute on compute",
+                   "out waits for compute", "queue_d2h on out", "d2h copy on out", "d2h on out"]

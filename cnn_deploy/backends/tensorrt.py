@@ -120,6 +120,7 @@ class TrtRunner(Runner):
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
+        self._copy_streams: tuple[Any, ...] = ()  # (input, output) for the timed, phased run
         self._inputs: list[_IO] = []
         self._outputs: list[_IO] = []
         self._capacity = 0  # batch the buffers are sized for
@@ -214,11 +215,15 @@ class TrtRunner(Runner):
             self.notes.append(f"engine scratch memory {engine.device_memory_size_v2} bytes")
         elif hasattr(engine, "device_memory_size"):
             self.notes.append(f"engine scratch memory {engine.device_memory_size} bytes")
-        self._stream = cuda.Stream()
+        self._stream = cuda.Stream()  # compute: enqueue, graphs, and everything when not timed
+        # trtexec's Iteration uses three streams so the H2D copy of iteration i + 1 overlaps
+        # the compute of iteration i (sampleInference.cpp, StreamType kINPUT/kCOMPUTE/kOUTPUT)
+        self._copy_streams = (cuda.Stream(), cuda.Stream())
 
     def _deactivate(self) -> None:
-        if self._stream is not None and self._stream.raw is not None:
-            self._stream.synchronize()
+        for stream in (self._stream, *self._copy_streams):  # nothing in flight on freed memory
+            if stream is not None and stream.raw is not None:
+                stream.synchronize()
         self._free_buffers()
         for timer in self._timers:
             timer.close()
@@ -228,6 +233,9 @@ class TrtRunner(Runner):
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        for stream in self._copy_streams:
+            stream.close()
+        self._copy_streams = ()
         self._inputs, self._outputs = [], []
         self._signature = self._profile = None
 
@@ -330,14 +338,14 @@ class TrtRunner(Runner):
         else:
             self._execute()
 
-    def _copy(self, ios: list[_IO], kind: str) -> None:
+    def _copy(self, ios: list[_IO], kind: str, stream: Any = None) -> None:
         from cnn_deploy import cuda
 
         for io in ios:
             assert io.view is not None
             host = io.view.ctypes.data
             dst, src = (io.device.ptr, host) if kind == "h2d" else (host, io.device.ptr)
-            cuda.memcpy_async(dst, src, io.view.nbytes, kind, self._stream)
+            cuda.memcpy_async(dst, src, io.view.nbytes, kind, stream or self._stream)
 
     def run(self, staged: Any) -> Any:
         transfers = self.options["transfers"]
@@ -349,16 +357,30 @@ class TrtRunner(Runner):
         return self._outputs[0].view
 
     def run_phased(self, staged: Any, timer: PhaseTimer) -> Any:
+        """trtexec's Iteration::query: H2D on the input stream, the enqueue on the compute
+        stream once the copy is done, D2H on the output stream once the compute is done, with
+        an event at each start and end, so the phases are trtexec's (GPU compute excludes the
+        wait for the previous iteration; 'queue' phases hold the waits; latency is the span)."""
+        from cnn_deploy import cuda
+
         transfers = self.options["transfers"]
-        timer.mark("start")
+        if not isinstance(timer, cuda.EventTimer) or not self._copy_streams:
+            return super().run_phased(staged, timer)  # a foreign timer: one stream, in order
+        in_stream, out_stream = self._copy_streams
         if transfers:
-            self._copy(self._inputs, "h2d")
-            timer.mark("h2d")
+            timer.mark("start", in_stream)
+            self._copy(self._inputs, "h2d", in_stream)
+            self._stream.wait(timer.mark("h2d", in_stream))
+            timer.mark("queue_compute", self._stream)
+        else:
+            timer.mark("start", self._stream)
         self._enqueue(staged)
-        timer.mark("compute")
+        computed = timer.mark("compute", self._stream)
         if transfers:
-            self._copy(self._outputs, "d2h")
-            timer.mark("d2h")
+            out_stream.wait(computed)
+            timer.mark("queue_d2h", out_stream)
+            self._copy(self._outputs, "d2h", out_stream)
+            timer.mark("d2h", out_stream)
         return self._outputs[0].view
 
     def phase_timer(self) -> PhaseTimer | None:
@@ -372,6 +394,8 @@ class TrtRunner(Runner):
 
     def synchronize(self) -> None:
         self._stream.synchronize()
+        for stream in self._copy_streams:
+            stream.synchronize()
 
     def free_memory_bytes(self) -> int | None:
         from cnn_deploy import cuda
