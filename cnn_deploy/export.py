@@ -106,13 +106,7 @@ def export_checkpoint(
         "input": json.dumps(INPUT_CONTRACT),
         "exporter": f"cnn_deploy {__version__}",
     }
-    export_module(raw_pixel_module(model), out, {**meta, "precision": "fp32"}, opset)
-    fp16_path = None
-    if fp16:
-        fp16_path = out.with_name(out.stem + "_fp16.onnx")
-        export_module(_half_inside(raw_pixel_module(model)), fp16_path,
-                      {**meta, "precision": "fp16"}, opset)
-    return ExportResult(out, opset, fp16_path)
+    return _export_pair(model, out, meta, opset, fp16)
 
 
 def export_spec(spec: NetSpec, out: Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
@@ -123,6 +117,12 @@ def export_spec(spec: NetSpec, out: Path, *, opset: int = DEFAULT_OPSET, fp16: b
     model = spec.build(seed).eval()
     meta = {"spec": spec.name, "spec_json": json.dumps(spec.to_dict()), "trained": "false",
             "input": json.dumps(INPUT_CONTRACT), "exporter": f"cnn_deploy {__version__}"}
+    return _export_pair(model, out, meta, opset, fp16)
+
+
+def _export_pair(model: nn.Module, out: Path, meta: dict[str, str], opset: int,
+                 fp16: bool) -> ExportResult:
+    """The fp32 file and, with ``fp16``, its ``<name>_fp16.onnx`` twin (fp16 inside)."""
     export_module(raw_pixel_module(model), out, {**meta, "precision": "fp32"}, opset)
     fp16_path = None
     if fp16:

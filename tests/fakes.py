@@ -10,23 +10,18 @@ import numpy as np
 from cnn_deploy.backends.base import PhaseTimer, Runner, Signature
 
 
-class FakeClockRunner(Runner):
-    """A runner whose every run advances a fake clock by a scripted number of ms."""
+class _FakeRunner(Runner):
+    """What every fake shares: a fake clock, a (N, 1, 28, 28) input, outputs as given."""
 
     backend = "fake"
-
-    def __init__(self, durations_ms: list[float]) -> None:
-        super().__init__()
-        self.now_ns = 0
-        self.durations = list(durations_ms)
-        self.runs = 0
+    now_ns = 0
 
     def clock(self) -> int:
         return self.now_ns
 
     @property
     def label(self) -> str:
-        return "fake"
+        return self.backend
 
     def _activate(self) -> None:
         return None
@@ -38,13 +33,23 @@ class FakeClockRunner(Runner):
     def stage(self, x: np.ndarray) -> Any:
         return x
 
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.asarray(output)
+
+
+class FakeClockRunner(_FakeRunner):
+    """A runner whose every run advances a fake clock by a scripted number of ms."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        super().__init__()
+        self.now_ns = 0
+        self.durations = list(durations_ms)
+        self.runs = 0
+
     def run(self, staged: Any) -> Any:
         self.now_ns += int(self.durations[min(self.runs, len(self.durations) - 1)] * 1e6)
         self.runs += 1
         return staged
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output)
 
 
 class FakeTimer(PhaseTimer):
@@ -127,34 +132,17 @@ def hide_gpus(monkeypatch: Any) -> None:
     monkeypatch.setattr(registry, "backends", lambda: hidden)
 
 
-class AsyncGpuRunner(Runner):
+class AsyncGpuRunner(_FakeRunner):
     """A GPU whose work is asynchronous, on a fake clock: an enqueue costs ``enqueue_ms`` of
     host time and queues ``device_ms`` of device work (H2D 1 ms, compute, D2H 1 ms) behind
     whatever the device is still doing; waiting for a timer moves the host to its completion."""
 
-    backend = "fake-gpu"
+    backend = "fake async gpu"
 
     def __init__(self, enqueue_ms: float, device_ms: float) -> None:
         super().__init__(device="cuda")
         self.enqueue_ms, self.device_ms = enqueue_ms, device_ms
         self.now_ns, self.device_free_ns = 0, 0
-
-    def clock(self) -> int:
-        return self.now_ns
-
-    @property
-    def label(self) -> str:
-        return "fake async gpu"
-
-    def _activate(self) -> None:
-        return None
-
-    @property
-    def signature(self) -> Signature:
-        return Signature("x", (None, 1, 28, 28))
-
-    def stage(self, x: np.ndarray) -> Any:
-        return x
 
     def run(self, staged: Any) -> Any:
         raise AssertionError("a GPU runner is timed through run_phased")
@@ -172,9 +160,6 @@ class AsyncGpuRunner(Runner):
 
     def synchronize(self) -> None:
         self.now_ns = max(self.now_ns, self.device_free_ns)
-
-    def to_numpy(self, output: Any) -> np.ndarray:
-        return np.asarray(output)
 
 
 class _AsyncTimer:
