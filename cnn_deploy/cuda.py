@@ -87,10 +87,13 @@ def device_count() -> int:
     "no GPU": it raises, naming both versions and the extra that matches the driver."""
     rt = runtime()
     result = rt.cudaGetDeviceCount()
-    if str(getattr(result[0], "name", "")) in _NO_GPU:
-        driver = driver_cuda_version()
+    error = str(getattr(result[0], "name", ""))
+    if error in _NO_GPU:
+        driver = driver_cuda_version() if error == "cudaErrorInsufficientDriver" else None
         needed = runtime_cuda_version()
-        if driver is not None and needed is not None and driver < needed:
+        # within a CUDA major, minor-version compatibility lets an older driver run: only a
+        # driver of an older major is "too old"
+        if driver is not None and needed is not None and driver // 1000 < needed // 1000:
             raise BackendError(
                 f"the NVIDIA driver supports CUDA up to {_version(driver)} but this cuda-python "
                 f"is built for CUDA {_version(needed)}: install the stack for your driver "

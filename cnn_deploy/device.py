@@ -29,8 +29,9 @@ LIBRARIES = ("cnn-deploy", "numpy", "onnx")
 
 
 @functools.cache
-def device_record() -> dict[str, Any]:
-    """What this process runs on; cheap, imports no heavy package."""
+def device_record(gpu_index: int = 0) -> dict[str, Any]:
+    """What this process runs on (CUDA device ``gpu_index`` where there is a GPU); cheap,
+    imports no heavy package."""
     cores = _affinity()
     record: dict[str, Any] = {
         "kind": "cpu",
@@ -49,7 +50,7 @@ def device_record() -> dict[str, Any]:
         record["jetson_release"] = JETSON_RELEASE.read_text(errors="replace").splitlines()[0][:200]
     if gpu_present():
         record["kind"] = "cuda"
-        record["gpu"] = gpu_record()
+        record["gpu"] = gpu_record(gpu_index)
         from cnn_deploy.peaks import gpu_peak
 
         peak = gpu_peak(str(record["gpu"].get("name", "")), _board())

@@ -415,14 +415,23 @@ def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Pat
     folder = root / gpu_slug(gpu_name, cc)
     onnx = models / (f"{spec.name}_fp16.onnx" if precision == "fp16" else f"{spec.name}.onnx")
     if not onnx.is_file():
-        exported = export_spec(spec, models / f"{spec.name}.onnx", fp16=precision == "fp16")
-        onnx = exported.fp16_path if precision == "fp16" and exported.fp16_path else exported.path
+        import shutil
+        import tempfile
+
+        # in a folder of its own: an fp16 export also writes the fp32 file, which must not
+        # replace a (trained) models/<net>.onnx already there
+        with tempfile.TemporaryDirectory(prefix="cnndeploy-export-") as tmp:
+            exported = export_spec(spec, Path(tmp) / f"{spec.name}.onnx", fp16=precision == "fp16")
+            made = exported.fp16_path if precision == "fp16" and exported.fp16_path else exported.path
+            onnx.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(made), onnx)
     plan = engine_path(onnx, precision, folder.name, root)
     sidecar = read_sidecar(plan) if plan.is_file() else None
     if (sidecar is not None and sidecar.tensorrt_version == str(trt.__version__)
             and sidecar.gpu_name == gpu_name and tuple(sidecar.compute_capability) == tuple(cc)
             and sidecar.source_sha256 == file_sha256(onnx) and sidecar.max_batch >= max_batch
-            and sidecar.min_batch == 1):
+            and sidecar.min_batch == 1 and sidecar.tf32 is False  # fp32 means TF32 off
+            and not sidecar.version_compatible):
         return plan, False
     options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
                            max_batch=max_batch, timing_cache=folder / "timing.cache")

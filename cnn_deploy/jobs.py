@@ -60,17 +60,18 @@ def benchmark(
     names = default_backends(target, options) if backends is None else registry.parse_backends(
         backends)
     check_batches(target, batches)
-    writer = Writer(results)
     rows, row_notes = build_rows(target, names, options)
+    gpu = _cuda_index(rows)
+    writer = Writer(results, gpu)
     plan = Plan(target, tuple(rows), tuple(batches), timing, data)
     onnx_sha = file_sha256(target.onnx) if target.onnx is not None and target.onnx.is_file() else None
     model = model_fields(target, onnx_sha)
     fp = precision(target.onnx)
     cells: list[Measurement] = []
-    energy_before = energy_mj() if writer.device.get("kind") == "cuda" else None
+    energy_before = energy_mj(gpu) if writer.device.get("kind") == "cuda" else None
     for cell in run_plan(plan, processes):
         cells.append(cell)
-        energy_now = energy_mj() if energy_before is not None else None
+        energy_now = energy_mj(gpu) if energy_before is not None else None
         extra = _energy_fields(cell, energy_before, energy_now)
         energy_before = energy_now
         writer.append("bench", measurement_payload(cell, model=model, timing=timing, precision=fp,
@@ -80,6 +81,18 @@ def benchmark(
             on_cell(cell)
     return BenchOutcome(writer.run_id, summarise_cells(cells, timing), cells,
                         [*notes, *row_notes], results, target, gpu_reports(cells))
+
+
+def _cuda_index(rows: Sequence[Any]) -> int:
+    """The CUDA device the GPU rows run on (``cuda:N`` or ``device_id``), for the device
+    record and the energy counter; 0 when none says."""
+    for row in rows:
+        device = str(row.options.get("device") or "")
+        if device.startswith("cuda:") and device[5:].isdigit():
+            return int(device[5:])
+        if row.options.get("device_id") is not None:
+            return int(row.options["device_id"])
+    return 0
 
 
 def engine_agreement(target: Target, data: str | None = None, batch: int = 256,

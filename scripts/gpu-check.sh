@@ -25,16 +25,30 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -d .gpu-deps ] && ! "$PYTHON" -c "import typer, rich, onnxscript" 2> /dev/null; then
     export PYTHONPATH="$PYTHONPATH:$PWD/.gpu-deps"
 fi
-export CNNDEPLOY_DATA="${CNNDEPLOY_DATA:-$(cd .. && pwd)/shared/data/mnist}"
+# Real digits: $CNNDEPLOY_DATA, else ./data/mnist (copy ../shared/data/mnist there and carry
+# `data` to a lent machine: ../shared does not travel), else ../shared/data/mnist. Without
+# them every cell times uniform noise (speed does not depend on the pixels) and says so.
+if [ -z "${CNNDEPLOY_DATA:-}" ]; then
+    if [ -d data/mnist ]; then CNNDEPLOY_DATA="$PWD/data/mnist"
+    else CNNDEPLOY_DATA="$(cd .. && pwd)/shared/data/mnist"; fi
+fi
+export CNNDEPLOY_DATA
+BUDGET="${BUDGET:-470}"  # seconds for every step together (the lent machine: 600 s a call)
 DEVICE=cuda; DURATION=1; SWEEP_DURATION=0.3
 if [ "$DRY" = 1 ]; then DEVICE=cpu; DURATION=0.1; SWEEP_DURATION=0.05; fi
 CLI=("$PYTHON" -m cnn_deploy)
 STEPS="$OUT/steps.jsonl"; : > "$STEPS"
 START=$(date +%s)
 
-step() {  # name, time limit in s, command...
+step() {  # name, time limit in s, command... (within what is left of $BUDGET)
     local name=$1 limit=$2; shift 2
-    local t0 t1 rc
+    local t0 t1 rc left=$(( BUDGET - ($(date +%s) - START) ))
+    if [ "$left" -lt 15 ]; then
+        printf '{"step": "%s", "rc": 0, "ms": 0, "skipped": "out of time (BUDGET=%s s)"}\n' \
+            "$name" "$BUDGET" >> "$STEPS"
+        echo "$name: skipped, out of time"; summarize; return
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
     t0=$(date +%s%N)
     timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
     rc=$?
@@ -42,6 +56,43 @@ step() {  # name, time limit in s, command...
     printf '{"step": "%s", "rc": %d, "ms": %d}\n' "$name" "$rc" "$(( (t1 - t0) / 1000000 ))" \
         >> "$STEPS"
     echo "$name: exit $rc ($(tail -n 1 "$OUT/logs/$name.log" | cut -c1-150))"
+    summarize  # after every step: a run cut short still leaves its figures
+}
+
+summarize() {
+    "$PYTHON" - "$OUT" "$START" "$CNNDEPLOY_DATA" <<'PY' > "$OUT/summary.json.part" \
+        && mv "$OUT/summary.json.part" "$OUT/summary.json"
+import json, os, pathlib, sys, time
+out, start, data = pathlib.Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line]
+cells = []
+for name in ("bench.jsonl", "sweep.jsonl"):
+    path = out / name
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        phases = r.get("phases_ms") or {}
+        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+        cells.append({"file": name, "net": (r.get("model") or {}).get("name"),
+                      "label": (r.get("backend") or {}).get("label"), "batch": r.get("batch"),
+                      "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
+                      "median_ms": (r.get("stats") or {}).get("median_ms"),
+                      "wall_ms": r.get("wall_ms"), "input": r.get("input"),
+                      "phases_median_ms": {k: med(v) for k, v in phases.items()},
+                      "enqueue_median_ms": med(r.get("enqueue_ms") or []),
+                      "warnings": r.get("warnings")})
+env = {}
+try:
+    env = json.loads((out / "environment.json").read_text())
+except (OSError, json.JSONDecodeError):
+    pass
+print(json.dumps({"ok": all(s["rc"] == 0 for s in steps), "seconds": time.time() - start,
+                  "mnist": data if os.path.isdir(data) else None,
+                  "steps": steps, "device": env.get("device"), "versions": env.get("versions"),
+                  "cells": cells}, indent=1, default=str))
+PY
 }
 
 echo "gpu-check: device $DEVICE, output in $OUT"
@@ -87,36 +138,7 @@ else  # scripts/gpu-deps.sh leaves matplotlib out; the records above hold every 
     echo "report: skipped (matplotlib is not installed)"
 fi
 
-"$PYTHON" - "$OUT" "$START" <<'PY' > "$OUT/summary.json"
-import json, pathlib, sys, time
-out, start = pathlib.Path(sys.argv[1]), float(sys.argv[2])
-steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line]
-cells = []
-for name in ("bench.jsonl", "sweep.jsonl"):
-    path = out / name
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        phases = r.get("phases_ms") or {}
-        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
-        cells.append({"file": name, "net": (r.get("model") or {}).get("name"),
-                      "label": (r.get("backend") or {}).get("label"), "batch": r.get("batch"),
-                      "tiles_per_ms": (r.get("stats") or {}).get("tiles_per_ms"),
-                      "median_ms": (r.get("stats") or {}).get("median_ms"),
-                      "phases_median_ms": {k: med(v) for k, v in phases.items()},
-                      "enqueue_median_ms": med(r.get("enqueue_ms") or []),
-                      "warnings": r.get("warnings")})
-env = {}
-try:
-    env = json.loads((out / "environment.json").read_text())
-except (OSError, json.JSONDecodeError):
-    pass
-print(json.dumps({"ok": all(s["rc"] == 0 for s in steps), "seconds": time.time() - start,
-                  "steps": steps, "device": env.get("device"), "versions": env.get("versions"),
-                  "cells": cells}, indent=1, default=str))
-PY
+summarize
 echo "summary: $OUT/summary.json ($(($(date +%s) - START)) s)"
 "$PYTHON" -c "import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s['ok'] else 1)" \
     "$OUT/summary.json"

@@ -12,7 +12,9 @@ STACK="${CNNDEPLOY_STACK:-}"
 if [ -z "$STACK" ]; then
     STACK=cpu
     if command -v nvidia-smi > /dev/null 2>&1; then
-        major=$(nvidia-smi 2> /dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n 1)
+        # a failing nvidia-smi (no driver loaded) must not end setup under pipefail
+        major=$({ nvidia-smi 2> /dev/null || true; } | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' \
+            | head -n 1)
         case "$major" in 12|13) STACK="cu$major" ;; esac
     fi
 fi
@@ -22,7 +24,9 @@ case "$STACK" in
         python -m pip install -q -e '.[cpu,dev]' ;;
     cu12|cu13)
         echo "setup: NVIDIA driver found: installing the CUDA ${STACK#cu} stack (.[gpu-$STACK])" >&2
-        python -m pip install -q torch
+        # PyPI's torch is built for one CUDA major: take the build for this driver's major
+        case "$STACK" in cu12) TORCH_INDEX=cu126 ;; cu13) TORCH_INDEX=cu130 ;; esac
+        python -m pip install -q torch --index-url "https://download.pytorch.org/whl/$TORCH_INDEX"
         python -m pip install -q -e ".[gpu-$STACK,dev]" ;;
     *) echo "CNNDEPLOY_STACK must be cpu, cu12 or cu13, got '$STACK'" >&2; exit 2 ;;
 esac

@@ -669,6 +669,13 @@ def test_engines_for_a_sweep_are_built_once_and_reused(monkeypatch: pytest.Monke
     assert (again, built) == (plan, False)  # the profile covers 64: nothing to build
     _, built = engine.engine_for_spec("lenet_1c0f", "fp32", 1024, root=root, models=models)
     assert built  # a larger batch than the profile: rebuilt
+    trained = (models / "lenet_1c0f.onnx").read_bytes()
     plan16, built = engine.engine_for_spec("lenet_1c0f", "fp16", 64, root=root, models=models)
     assert built and plan16.name == "lenet_1c0f_fp16.plan"
     assert (models / "lenet_1c0f_fp16.onnx").is_file()
+    assert (models / "lenet_1c0f.onnx").read_bytes() == trained  # the fp32 file is left alone
+    # a plan from before TF32 was recorded (TF32 on) is not an fp32 plan: rebuilt
+    sidecar = plan.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace('"tf32": false', '"tf32": null'))
+    _, built = engine.engine_for_spec("lenet_1c0f", "fp32", 64, root=root, models=models)
+    assert built

@@ -242,6 +242,9 @@ class Runner(ABC):
         self.device = device
         self.notes: list[str] = []  # for the user: what the backend changed or warned about
         self.applied: dict[str, Any] = {}  # what the backend reports it runs with (recorded)
+        # set by run_phased where the runner times its enqueue call alone (TensorRT's
+        # enqueueV3, as trtexec's "Enqueue Time"); None: the harness times run_phased whole
+        self.last_enqueue_ms: float | None = None
         self._active = False
 
     @property

@@ -12,6 +12,7 @@ TensorRT 10.x and 11.x are served by the same code; where they differ the code a
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ class TrtRunner(Runner):
         self._context: Any = None
         self._stream: Any = None
         self._copy_streams: tuple[Any, ...] = ()  # (input, output) for the timed, phased run
+        self._sync_events: list[Any] = []
         self._inputs: list[_IO] = []
         self._outputs: list[_IO] = []
         self._capacity = 0  # batch the buffers are sized for
@@ -228,6 +230,9 @@ class TrtRunner(Runner):
         for timer in self._timers:
             timer.close()
         self._timers = []
+        for event in self._sync_events:
+            event.close()
+        self._sync_events = []
         # context before engine before runtime
         self._context = self._engine = self._runtime = self._logger = None
         if self._stream is not None:
@@ -277,7 +282,8 @@ class TrtRunner(Runner):
         """Pinned host and device buffers for ``batch`` tiles; they are reused below it."""
         from cnn_deploy import cuda
 
-        self._stream.synchronize()
+        for pending in (self._stream, *self._copy_streams):  # no copy still using the old ones
+            pending.synchronize()
         self._free_buffers()
         stream = self._stream if self.options["stream_ordered"] else None
         context = self._context
@@ -290,6 +296,8 @@ class TrtRunner(Runner):
                 if "Memory" in str(exc):  # cudaErrorMemoryAllocation: let bench say "smaller batch"
                     raise MemoryError(str(exc)) from None
                 raise
+        if stream is not None:  # stream-ordered allocations, first touched on the copy streams
+            stream.synchronize()
         self._capacity = batch
 
     def _capture(self, staged: _Staged) -> None:
@@ -374,7 +382,9 @@ class TrtRunner(Runner):
             timer.mark("queue_compute", self._stream)
         else:
             timer.mark("start", self._stream)
+        t0 = time.perf_counter_ns()
         self._enqueue(staged)
+        self.last_enqueue_ms = (time.perf_counter_ns() - t0) / 1e6
         computed = timer.mark("compute", self._stream)
         if transfers:
             out_stream.wait(computed)
@@ -393,9 +403,21 @@ class TrtRunner(Runner):
         return timer
 
     def synchronize(self) -> None:
-        self._stream.synchronize()
-        for stream in self._copy_streams:
-            stream.synchronize()
+        if self.options["spin"]:
+            for stream in (self._stream, *self._copy_streams):
+                stream.synchronize()  # cudaStreamSynchronize spins by default
+            return
+        from cnn_deploy import cuda
+
+        # trtexec's default: wait on an event created with cudaEventBlockingSync (the thread
+        # sleeps) rather than spinning in cudaStreamSynchronize
+        if not self._sync_events:
+            self._sync_events = [cuda.Event(blocking=True)
+                                 for _ in (self._stream, *self._copy_streams)]
+        for stream, event in zip((self._stream, *self._copy_streams), self._sync_events,
+                                 strict=True):
+            event.record(stream)
+            event.synchronize()
 
     def free_memory_bytes(self) -> int | None:
         from cnn_deploy import cuda

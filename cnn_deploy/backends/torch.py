@@ -257,7 +257,9 @@ class TorchRunner(Runner):
             return None
         import torch
 
-        return int(torch.cuda.mem_get_info(self.device)[0])
+        # the index (None: the current device, which _activate made this one): torch < 2.5
+        # refuses a bare "cuda" here
+        return int(torch.cuda.mem_get_info(torch.device(self.device).index)[0])
 
     # -- per-layer profiling -----------------------------------------------------
     def profile_layers(self, x: np.ndarray, runs: int) -> list[LayerTime]:

@@ -25,11 +25,12 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def environment() -> tuple[dict[str, Any], dict[str, str]]:
-    """(device record, library versions of the package and of every backend)."""
+def environment(gpu_index: int = 0) -> tuple[dict[str, Any], dict[str, str]]:
+    """(device record of CUDA device ``gpu_index``, library versions of the package and of
+    every backend)."""
     from cnn_deploy.device import device_record, library_versions
 
-    return device_record(), library_versions(registry.packages())
+    return device_record(gpu_index), library_versions(registry.packages())
 
 
 def make_record(kind: str, run_id: str, payload: dict[str, Any], device: dict[str, Any],
@@ -90,8 +91,9 @@ def profile_payload(p: Profile) -> dict[str, Any]:
 class Writer:
     """Appends the records of one run (one run id, one device record) to a JSONL file."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, gpu_index: int = 0) -> None:
         self.path = path
+        self.gpu_index = gpu_index
         self.run_id = new_run_id()
         if path is not None:
             store.check_writable(path)  # before minutes of timing, not after
@@ -103,7 +105,7 @@ class Writer:
 
     def _environment(self) -> tuple[dict[str, Any], dict[str, str]]:
         if self._env is None:
-            self._env = environment()
+            self._env = environment(self.gpu_index)
         return self._env
 
     def append(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
