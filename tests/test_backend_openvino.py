@@ -17,13 +17,15 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed: pip inst
 from cnn_deploy.backends.base import LayerTime, Target  # noqa: E402
 from cnn_deploy.backends.openvino import (  # noqa: E402
     BACKEND,
-    NodeMean,
     OpenVinoRunner,
-    fused_constituents,
     import_openvino,
-    openvino_layer_times,
     openvino_version,
     probe,
+)
+from cnn_deploy.backends.openvino_layers import (  # noqa: E402
+    NodeMean,
+    fused_constituents,
+    openvino_layer_times,
 )
 from cnn_deploy.errors import BackendError, DataError, ModelError  # noqa: E402
 
