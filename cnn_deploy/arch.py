@@ -33,6 +33,11 @@ _SUFFIXES: dict[str, tuple[str, int]] = {
 _NAME = re.compile(r"lenet_(\d+)c(\d+)f((?:_[a-z]\d+)*)")
 
 
+# Far above any LeNet of the thesis's family (lenet_5c5f_d80_n2048: ~20 M), far below what
+# allocating fails on: a depth of 10**12 was an allocator traceback in train, bench and sweep.
+MAX_PARAMETERS = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class NetSpec:
     """One network of the family; every layer size is derived from these fields."""
@@ -62,6 +67,10 @@ class NetSpec:
                 )
         if side // self.pool < 1:
             raise SpecError(f"a {self.pool}x{self.pool} pool does not fit a {side}x{side} map")
+        if self.parameters > MAX_PARAMETERS:  # checked here, before any allocation tries it
+            raise SpecError(f"{self.name} has {self.parameters:.3g} parameters "
+                            f"({self.parameters * 4 / 2**30:.3g} GiB in fp32), beyond "
+                            f"{MAX_PARAMETERS:.0e}: use a smaller depth (_d) or neurons (_n)")
 
     # -- names -----------------------------------------------------------------
     @property

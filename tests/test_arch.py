@@ -78,3 +78,12 @@ def _positions(spec: NetSpec, layer: str) -> int:
 def test_known_names_parse() -> None:
     for name in known_names():
         assert NetSpec.from_name(name).name == name
+
+
+def test_a_network_too_large_to_allocate_is_refused_by_name() -> None:
+    from cnn_deploy.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"lenet_1c1f_d1000000000000 has 7.38e\+16 parameters "
+                                        r".*use a smaller depth"):
+        NetSpec.from_name("lenet_1c1f_d1000000000000")
+    assert NetSpec.from_name("lenet_5c5f_d80_n2048").parameters < 25_000_000  # the family fits

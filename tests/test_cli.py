@@ -774,3 +774,14 @@ def test_report_and_profile_outputs_are_checked_before_any_work(tmp_path: Path) 
     assert records.read_text().count("\n") == 1
     assert_fails("profile", "--spec", "lenet_1c1f,lenet_2c1f", "--png", tmp_path / "chart.jsonl",
                  "--no-save", match=r"--png .*chart\.jsonl should end in \.png")
+
+
+def test_report_and_compare_refuse_files_without_records(tmp_path: Path) -> None:
+    empty, binary = tmp_path / "empty.jsonl", tmp_path / "model.onnx"
+    empty.write_text("")
+    binary.write_bytes(bytes(range(256)) * 40)
+    assert_fails("report", empty, "-o", tmp_path / "rep", match=r"empty\.jsonl holds no "
+                                                                 r"cnn_deploy records \(it is empty\)")
+    assert not (tmp_path / "rep").exists()
+    assert_fails("compare", binary, empty, match=r"model\.onnx holds no cnn_deploy records "
+                                                 r"\(\d+ lines skipped")

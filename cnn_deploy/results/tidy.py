@@ -18,8 +18,17 @@ ACCURACIES = ("90", "95", "97")
 
 
 def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every record of ``paths`` and one line per damaged line skipped."""
+    """Every record of ``paths`` and one line per damaged line skipped; a file without a single
+    record (empty, another kind of file, all lines damaged) is an error: nothing to analyse."""
+    from cnn_deploy.errors import ResultsError
+
     got = [store.read(path) for path in paths]
+    for path, found in zip(paths, got, strict=True):
+        if not found.records:
+            why = f" ({len(found.skipped)} lines skipped, the first: {found.skipped[0]})" \
+                if found.skipped else " (it is empty)"
+            raise ResultsError(f"{path} holds no cnn_deploy records{why}: give a results file "
+                               "that `cnndeploy bench`, `sweep` or `profile` wrote")
     return [r for g in got for r in g.records], [s for g in got for s in g.skipped]
 
 
