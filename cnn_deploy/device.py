@@ -190,10 +190,8 @@ def nvml_handle(nvml: Any, index: int, notes: list[str] | None = None) -> Any:
 
 
 def _pci_bus_id(index: int) -> str | None:
-    try:
-        from cnn_deploy.cuda import pci_bus_id
-    except ImportError:  # pragma: no cover - the module is part of the package
-        return None
+    from cnn_deploy.cuda import pci_bus_id  # only with a GPU: cuda-python loads on first call
+
     return pci_bus_id(index)
 
 

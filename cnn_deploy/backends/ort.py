@@ -82,8 +82,7 @@ class OrtRunner(Runner):
 
     def __init__(self, path: Path, options: dict[str, Any] | None = None) -> None:
         # Parsed and checked as the command line's are: unknown keys and bad values refused.
-        super().__init__({k: v for k, v in BACKEND.resolve(options or {}).items()
-                          if k in (options or {}) or k in ("opt_level", "threads", "provider")})
+        super().__init__(BACKEND.resolve(options or {}))
         self.path = Path(path)
         self.options.setdefault("opt_level", DEFAULT_OPT_LEVEL)
         if self.options.get("threads") is None:

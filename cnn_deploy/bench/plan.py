@@ -120,8 +120,7 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
                               free if free is not None else available_memory_bytes())
                 x, source = make_inputs(runner, batch, plan.data)
                 try:
-                    overlapped = plan.timing.overlap and runner.phase_timer() is not None
-                    timed_run = (time_overlapped(runner, x, plan.timing) if overlapped
+                    timed_run = (time_overlapped(runner, x, plan.timing) if plan.timing.overlap
                                  else time_runner(runner, x, plan.timing))
                 except MemoryError as exc:
                     raise BenchError(f"batch {batch} does not fit in memory on {runner.label} "

@@ -17,6 +17,7 @@ from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Availability, Backend, Target, check_batch_range
 from cnn_deploy.bench.plan import BackendConfig
 from cnn_deploy.errors import BenchError, ModelError, SpecError
+from cnn_deploy.files import file_sha256
 from cnn_deploy.onnxfile import read_metadata
 
 
@@ -53,7 +54,6 @@ def checkpoint_target(checkpoint: Path, folder: Path) -> Target:
     """A checkpoint, timed through the ONNX file exported from it: the one beside it when its
     metadata names this very checkpoint, else a fresh export into ``folder``."""
     from cnn_deploy.export import export_checkpoint
-    from cnn_deploy.files import file_sha256
     from cnn_deploy.train import load_checkpoint
 
     spec = load_checkpoint(checkpoint)[0]
@@ -75,7 +75,7 @@ def onnx_target(model: Path, notes: list[str]) -> Target:
                      "weights of the same network (speed does not depend on them)")
         checkpoint = None
     elif checkpoint is not None and meta.get("checkpoint_sha256") not in (
-            None, _sha256(checkpoint)):
+            None, file_sha256(checkpoint)):
         # Another checkpoint under the same name (retrained, or another network): torch
         # would time it under this file's name.
         notes.append(f"{checkpoint} is not the checkpoint {model.name} was exported from: the "
@@ -86,12 +86,6 @@ def onnx_target(model: Path, notes: list[str]) -> Target:
                      "module to time), so there is no torch-eager baseline")
     return Target(found.name if found else model.stem, model, found, checkpoint,
                   "test_accuracy" in meta)
-
-
-def _sha256(path: Path) -> str:
-    from cnn_deploy.files import file_sha256
-
-    return file_sha256(path)
 
 
 def export_untrained(spec: NetSpec, folder: Path) -> Path:

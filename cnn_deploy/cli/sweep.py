@@ -53,7 +53,6 @@ def sweep(
         TimeRemainingColumn,
     )
 
-    from cnn_deploy.backends import registry
     from cnn_deploy.errors import BenchError
     from cnn_deploy.study import sweep as lib
 
@@ -62,28 +61,10 @@ def sweep(
     if (group is None) == (grid is None):
         raise BenchError("give --group 1|2|3|4|all or --grid 'FIELD=VALUES;...'"
                          + (", not both" if group is not None else ""))
-    backends = registry.parse_backends(backend)
-    if len(backends) != 1:
-        raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
-    engines = registry.get(backends[0]).needs == "engine"
-    if precision not in ("fp32", "fp16") or (precision != "fp32" and not engines):
-        raise BenchError(f"--precision takes fp32, or fp16 with an engine backend (-b tensorrt), "
-                         f"got '{precision}' with -b {backends[0]}")
-    if engines and train_epochs:
-        raise BenchError("--train-epochs with an engine backend is not supported: engines are "
-                         "built from untrained nets (speed does not depend on the weights)")
-    if engines and not dry_run:
-        from cnn_deploy.bench.targets import require_gpu
-
-        require_gpu(f"sweep -b {backends[0]}")  # before a results file or any export
-    options = registry.parse_options(option)
-    stray = [b for b in options if b != backends[0]]
-    if stray:
-        raise BenchError(f"options given for {', '.join(stray)}, but this sweep times "
-                         f"{backends[0]}: drop them or use -b {stray[0]}")
-    setting = options.get(backends[0], {})
-    cells = lib.group_cells(group, backends[0], setting, precision) if group is not None else \
-        lib.parse_grid(grid or "", backends[0], setting, precision)
+    name, setting = lib.backend_setting(backend, option, precision, train_epochs,
+                                        needs_gpu=not dry_run)
+    cells = lib.group_cells(group, name, setting, precision) if group is not None else \
+        lib.parse_grid(grid or "", name, setting, precision)
     label = group if group is not None else f"grid {grid}"
     lib.cell_timing(cells[0], method, duration)  # validates --method and --duration
     if shard is not None:

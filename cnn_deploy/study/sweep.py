@@ -47,6 +47,35 @@ class SweepCell:
         return cell_key(self.spec.name, self.batch, setting, self.precision)
 
 
+def backend_setting(backend: str, option: Sequence[str] | None, precision: str = "fp32",
+                    train_epochs: int | None = None, needs_gpu: bool = True
+                    ) -> tuple[str, dict[str, Any]]:
+    """The one backend a sweep times and its ``-o`` options, checked before any work: fp16
+    only for a backend that builds engines (which needs a GPU, and trains nothing)."""
+    from cnn_deploy.backends import registry
+    from cnn_deploy.bench.targets import require_gpu
+
+    names = registry.parse_backends(backend)
+    if len(names) != 1:
+        raise BenchError(f"--backend takes one backend per sweep, got '{backend}'")
+    name = names[0]
+    engines = registry.get(name).needs == "engine"
+    if precision not in ("fp32", "fp16") or (precision != "fp32" and not engines):
+        raise BenchError(f"--precision takes fp32, or fp16 with an engine backend (-b tensorrt), "
+                         f"got '{precision}' with -b {name}")
+    if engines and train_epochs:
+        raise BenchError("--train-epochs with an engine backend is not supported: engines are "
+                         "built from untrained nets (speed does not depend on the weights)")
+    if engines and needs_gpu:
+        require_gpu(f"sweep -b {name}")  # before a results file or any export
+    options = registry.parse_options(option)
+    stray = [b for b in options if b != name]
+    if stray:
+        raise BenchError(f"options given for {', '.join(stray)}, but this sweep times "
+                         f"{name}: drop them or use -b {stray[0]}")
+    return name, options.get(name, {})
+
+
 def cell_key(net: str, batch: int, backend: str, precision: str) -> str:
     """'lenet_1c2f|b256|onnxruntime|fp32'; a backend with -o options reads
     'torch[device=cuda]', so a sweep on other settings never resumes over this one."""
