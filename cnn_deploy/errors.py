@@ -37,3 +37,7 @@ class ResultsError(CnnDeployError):
 
 class EngineError(CnnDeployError):
     """A TensorRT engine that cannot be built, or cannot run on this GPU or runtime."""
+
+
+class StreamError(CnnDeployError):
+    """A frame source, tiling or output of `cnndeploy stream` that cannot work as asked."""

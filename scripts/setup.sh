@@ -21,13 +21,13 @@ fi
 case "$STACK" in
     cpu)  # The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
         python -m pip install -q torch==2.13.0
-        python -m pip install -q -e '.[cpu,dev]' ;;
+        python -m pip install -q -e '.[cpu,stream,dev]' ;;
     cu12|cu13)
         echo "setup: NVIDIA driver found: installing the CUDA ${STACK#cu} stack (.[gpu-$STACK])" >&2
         # PyPI's torch is built for one CUDA major: take the build for this driver's major
         case "$STACK" in cu12) TORCH_INDEX=cu126 ;; cu13) TORCH_INDEX=cu130 ;; esac
         python -m pip install -q torch --index-url "https://download.pytorch.org/whl/$TORCH_INDEX"
-        python -m pip install -q -e ".[gpu-$STACK,dev]" ;;
+        python -m pip install -q -e ".[gpu-$STACK,stream,dev]" ;;
     *) echo "CNNDEPLOY_STACK must be cpu, cu12 or cu13, got '$STACK'" >&2; exit 2 ;;
 esac
 

@@ -1,0 +1,234 @@
+"""A source through a :class:`TileClassifier` to the sinks, timed per stage and per frame.
+
+Capture (read + decode) and tiling run ahead in the capture thread; inference, post-processing
+and the sinks run in the caller's thread. Every frame keeps its own stage times (ms):
+``capture`` (read and decode), ``tile`` (crop, colour, cut: in the capture thread, overlapped),
+``wait`` (frame ready -> inference starts: queueing), ``stage`` (the input handed to the backend),
+``infer`` (run + synchronise), ``d2h`` (outputs to numpy), ``post`` (softmax, top-1) and ``sink``
+(JSONL, annotated frames); ``latency`` is read start -> sinks done. This is MLPerf's ``frame``
+scenario: N tiles per frame within a deadline.
+
+The run ends at the source's end, a frame or time limit, Ctrl-C (``interrupted``), or a source that
+breaks mid-run (``ended`` says why); in every case the frames done are summarised and, with a
+writer, the ``kind: "stream"`` record is appended before anything is rendered. Then the same
+runner is timed bare at the same batch by the one harness, for the pipeline-vs-engine ratio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnn_deploy.bench.timing import Stats, TimingConfig, summarise, time_runner
+from cnn_deploy.errors import CnnDeployError, StreamError
+from cnn_deploy.results.records import Writer
+from cnn_deploy.stream.classifier import TileClassifier
+from cnn_deploy.stream.sinks import Sink
+from cnn_deploy.stream.sources import Capture, Source, SourceInfo
+
+STAGES = ("capture", "tile", "wait", "stage", "infer", "d2h", "post", "sink")
+BARE_TIMING = TimingConfig(warmup_ms=100.0, min_duration_ms=1000.0, min_iterations=10)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    realtime: bool = False  # pace a file at its frame rate (then it is live: late frames drop)
+    fps: float | None = None  # a camera's requested rate, or the pace of --realtime
+    max_frames: int | None = None
+    duration_s: float | None = None
+    deadline_ms: float | None = None  # default: one frame period for a live source
+    depth: int = 4  # frames the capture thread may run ahead
+    bare: bool = True  # time the runner bare at the same batch after the stream
+    bare_timing: TimingConfig = BARE_TIMING
+
+
+@dataclass
+class StreamRun:
+    """What a stream did: counts, per-frame stage samples, and why it ended."""
+
+    source: SourceInfo
+    model: str
+    backend: str  # the runner's label
+    backend_name: str
+    options: dict[str, Any]
+    deadline_ms: float | None
+    frames: int = 0
+    tiles: int = 0
+    batch: int = 0
+    grid: dict[str, Any] = field(default_factory=dict)
+    dropped: int = 0
+    unreadable: int = 0
+    misses: int = 0
+    wall_ms: float = 0.0
+    stages_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    latency_ms: list[float] = field(default_factory=list)
+    ended: str = "end of source"
+    interrupted: bool = False
+    bare: Stats | None = None
+    bare_samples_ms: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_ms * 1000.0 if self.wall_ms > 0 else 0.0
+
+    @property
+    def tiles_per_ms(self) -> float:
+        return self.tiles / self.wall_ms if self.wall_ms > 0 else 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        """Pipeline tiles/ms over the bare runner's at the same batch."""
+        return self.tiles_per_ms / self.bare.tiles_per_ms if self.bare and self.bare.tiles_per_ms else None
+
+    def stage_stats(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, samples in [*self.stages_ms.items(), ("latency", self.latency_ms)]:
+            if samples:
+                s = np.asarray(samples)
+                out[name] = {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)),
+                             "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean())}
+        return out
+
+    def payload(self) -> dict[str, Any]:
+        """The ``kind: "stream"`` record's fields (raw per-frame samples, unrounded)."""
+        bare = None
+        if self.bare is not None:
+            bare = {"batch": self.batch, "stats": self.bare.to_dict(), "samples_ms": self.bare_samples_ms}
+        return {"scenario": "frame", "source": {"text": self.source.text, "kind": self.source.kind,
+                                                "live": self.source.live, "fps": self.source.fps,
+                                                "frames": self.source.frames},
+                "model": {"name": self.model},
+                "backend": {"name": self.backend_name, "label": self.backend, "options": self.options},
+                "batch": self.batch, "grid": self.grid, "frames": self.frames, "tiles": self.tiles,
+                "dropped": self.dropped, "unreadable": self.unreadable,
+                "deadline_ms": self.deadline_ms, "deadline_misses": self.misses,
+                "wall_ms": self.wall_ms, "fps": self.fps, "tiles_per_ms": self.tiles_per_ms,
+                "bare": bare, "pipeline_vs_bare": self.ratio,
+                "stages": self.stage_stats(), "stage_samples_ms": self.stages_ms,
+                "latency_samples_ms": self.latency_ms, "ended": self.ended, "notes": self.notes}
+
+
+def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig = StreamConfig(),
+               sinks: Sequence[Sink] = (), *, writer: Writer | None = None,
+               on_frame: Callable[[StreamRun], None] | None = None,
+               clock: Callable[[], int] = time.perf_counter_ns) -> StreamRun:
+    """Run ``source`` through ``classifier`` (already entered) into ``sinks``; see the module."""
+    info = source.info
+    deadline = config.deadline_ms
+    if deadline is None and (info.live or config.realtime):
+        rate = config.fps or info.fps
+        deadline = 1000.0 / rate if rate else None
+    runner = classifier.runner
+    run = StreamRun(info, classifier.name, runner.label, runner.backend,
+                    dict(runner.options), deadline, notes=list(classifier.notes))
+    capture = Capture(source, depth=config.depth, realtime=config.realtime, fps=config.fps,
+                      max_frames=config.max_frames, prepare=classifier.prepare, clock=clock)
+    start = clock()
+    last_tiles: np.ndarray | None = None
+    warm = False
+    try:
+        with capture:
+            while True:
+                item = capture.get()
+                if item is None:
+                    break
+                if not warm:  # as a deployment would: the first run's one-off costs are not timed
+                    classifier.infer(item.prepared, item.index)
+                    warm, start = True, clock()
+                got = clock()
+                result = classifier.infer(item.prepared, item.index)
+                t_sink = clock()
+                for sink in sinks:
+                    sink.write(item.image, result)
+                done = clock()
+                if run.frames == 0:
+                    tiler = item.prepared.tiler
+                    run.batch = classifier.batch_for(tiler.count)
+                    run.grid = {"rows": tiler.rows, "cols": tiler.cols, "tile": list(tiler.tile),
+                                "stride": list(tiler.stride), "roi": str(tiler.roi),
+                                "scale": tiler.config.scale, "pixel_scale": tiler.config.pixel_scale,
+                                "frame": [tiler.frame_hw[1], tiler.frame_hw[0]]}
+                last_tiles = item.prepared.tiles
+                _add(run, {"capture": item.decode_ms, "tile": item.prepare_ms,
+                           "wait": (got - item.arrived_ns - item.prepare_ms * 1e6) / 1e6,
+                           **result.stages_ms, "sink": (done - t_sink) / 1e6})
+                latency = (done - item.arrived_ns) / 1e6 + item.decode_ms
+                run.latency_ms.append(latency)
+                run.misses += deadline is not None and latency > deadline
+                run.frames += 1
+                run.tiles += len(result.labels)
+                run.wall_ms = (done - start) / 1e6
+                run.dropped = capture.dropped
+                if on_frame is not None:
+                    on_frame(run)
+                if config.duration_s is not None and run.wall_ms >= config.duration_s * 1000:
+                    run.ended = f"duration limit ({config.duration_s:g} s)"
+                    break
+        if capture.error is not None:
+            _source_broke(run, capture.error)
+        elif config.max_frames is not None and capture.read_frames >= config.max_frames \
+                and run.ended == "end of source":
+            run.ended = f"frame limit ({config.max_frames})"
+    except KeyboardInterrupt:
+        run.interrupted, run.ended = True, "interrupted (Ctrl-C)"
+    finally:
+        for sink in sinks:
+            sink.close()
+    run.dropped = capture.dropped
+    run.unreadable = source.unreadable
+    if source.unreadable:
+        run.notes.append(f"{source.unreadable} image(s) could not be decoded and were skipped")
+    if info.frames and not info.live and run.frames + run.unreadable < info.frames \
+            and run.ended == "end of source":
+        run.notes.append(f"the source ended after {run.frames} of the {info.frames} frames its "
+                         "header announced (truncated or damaged file?)")
+    if config.bare and run.frames and not run.interrupted and last_tiles is not None:
+        try:
+            _time_bare(run, classifier, last_tiles, config.bare_timing)
+        except KeyboardInterrupt:
+            run.interrupted = True
+            run.notes.append("the bare timing was interrupted (Ctrl-C): no pipeline-vs-bare ratio")
+    if writer is not None and run.frames:
+        run.record = writer.append("stream", run.payload())
+    return run
+
+
+def _add(run: StreamRun, stages: dict[str, float]) -> None:
+    for name in STAGES:
+        run.stages_ms[name].append(float(stages.get(name, 0.0)))
+
+
+def _source_broke(run: StreamRun, error: BaseException) -> None:
+    """A source that fails before the first frame is the user's error; after it, the run ends
+    with what it did."""
+    import_error = type(error).__module__.startswith("cv2") or isinstance(error, OSError)
+    if not isinstance(error, CnnDeployError) and not import_error:
+        raise error
+    if run.frames == 0:
+        if isinstance(error, CnnDeployError):
+            raise error
+        raise StreamError(f"{run.source.text}: the source failed before the first frame ({error})")
+    run.ended = f"source error after {run.frames} frames: {error}"
+
+
+def _time_bare(run: StreamRun, classifier: TileClassifier, tiles: np.ndarray,
+               timing: TimingConfig) -> None:
+    """The same runner, the same batch, no pipeline: the one harness's figure."""
+    batch = run.batch
+    x = tiles[:batch]
+    if x.shape[0] < batch:
+        x = np.resize(tiles, (batch, *tiles.shape[1:]))
+    need = classifier.padded(batch)
+    if need > batch:
+        x = np.concatenate([x, np.zeros((need - batch, *x.shape[1:]), x.dtype)])
+    samples = time_runner(classifier.runner, np.ascontiguousarray(x), timing)
+    run.bare = summarise(samples.latency_ms, batch)
+    run.bare_samples_ms = samples.latency_ms
+    if need > batch:
+        run.notes.append(f"the bare figure runs batch {need} (the engine's minimum) and counts {batch} tiles")
