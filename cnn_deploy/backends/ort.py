@@ -108,7 +108,8 @@ class OrtRunner(Runner):
     def label(self) -> str:
         o = self.options
         if o["provider"] == "cpu":
-            return f"onnxruntime {o['opt_level']} {o['threads']}t"
+            spin = " no-spin" if o.get("spinning") is False else ""
+            return f"onnxruntime {o['opt_level']} {o['threads']}t{spin}"
         fp16 = " fp16" if o.get("fp16") else ""
         return f"onnxruntime {PROVIDERS[o['provider']]}{fp16} {o['opt_level']} {self.device}"
 
@@ -121,6 +122,9 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        if self.options.get("spinning") is not None:  # ORT's default: spin (on)
+            so.add_session_config_entry("session.intra_op.allow_spinning",
+                                        "1" if self.options["spinning"] else "0")
         return so
 
     def _activate(self) -> None:
@@ -346,6 +350,9 @@ BACKEND = Backend(
                choices=tuple(OPT_LEVELS)),
         Option("threads", "int", None, "intra-op threads (default: the cores this process may "
                "use)", minimum=1, maximum=MAX_THREADS, optional=True),
+        Option("spinning", "bool", None, "intra-op threads spin-wait between ops "
+               "(session.intra_op.allow_spinning; default: ORT's, on); off leaves the cores to "
+               "other threads, e.g. a stream's capture", optional=True),
         Option("provider", "str", "cpu", "execution provider", choices=tuple(PROVIDERS)),
         Option("device_id", "int", None, "GPU index for the cuda/tensorrt providers", minimum=0,
                maximum=MAX_DEVICES, optional=True),

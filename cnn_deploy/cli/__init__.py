@@ -45,11 +45,13 @@ def _register() -> None:
         quickstart,
         report,
         results,
+        stream,
         sweep,
         train,
     )
 
-    for module in (quickstart, train, export, build, bench, profile, sweep, report, backends):
+    for module in (quickstart, train, export, build, bench, profile, sweep, stream, report,
+                   backends):
         module.register(app)
     app.add_typer(data.app, name="data")
     app.add_typer(results.app, name="results")

@@ -129,3 +129,38 @@ def warnings_of(summaries: Sequence[Summary]) -> list[str]:
                     cells.append(f"{s.label} b{s.batch}")
     return [f"{_KINDS[k]} in {len(cells)} cells: {', '.join(cells)}" if k in _KINDS else k
             for k, cells in grouped.items()]
+
+
+class FrameProgress:
+    """frames done / total and fps on stderr while a stream runs (a file: a bar; live: a count)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def start(self, total: int | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("stream"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                             console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("stream", total=total, info="")
+
+    def update(self, run: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._bar is None or now - self._last < 0.2:
+            return
+        self._last = now
+        self._bar.update(self._task, completed=run.frames,
+                         info=f"{run.fps:.1f} fps, {run.tiles_per_ms:.1f} tiles/ms, "
+                              f"{run.dropped} dropped")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

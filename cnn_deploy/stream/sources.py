@@ -37,6 +37,9 @@ DEFAULT_TIMEOUT_S = 10.0
 def import_cv2() -> Any:
     """OpenCV, quiet (its warnings would bury our one-line errors), or how to install it."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # FFmpeg's own decoder messages (a damaged packet on a lossy network) would flood stderr:
+    # fatal only, unless the user asks for more (OPENCV_FFMPEG_LOGLEVEL=16 shows errors)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
     try:
         import cv2
     except ImportError as exc:
