@@ -67,6 +67,9 @@ class StreamJob:
         if suffix not in (".onnx", ".pt", *ENGINE_SUFFIXES):
             raise StreamError(f"{self.model}: expected an .onnx file, a .pt checkpoint or a "
                               f"TensorRT engine ({', '.join(ENGINE_SUFFIXES)})")
+        if suffix in ENGINE_SUFFIXES and not self.model.is_file():
+            raise StreamError(f"no engine at {self.model}: build one with `cnndeploy build "
+                              "models/<net>.onnx` (engines/<device>/<net>_<precision>.plan)")
         if not self.model.is_file():
             raise StreamError(f"no model at {self.model}: export one with `cnndeploy export` "
                               "(or build an engine with `cnndeploy build`)")

@@ -47,6 +47,9 @@ def import_cv2() -> Any:
             f"`cnndeploy stream` needs OpenCV ({exc}): `pip install -e '.[stream]'` "
             "(opencv-python-headless); on a Jetson use JetPack's OpenCV (apt install "
             "python3-opencv, a venv with --system-site-packages), which has GStreamer") from None
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if os.environ["OPENCV_LOG_LEVEL"] == "ERROR" and logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)  # also where cv2 was imported before us
     return cv2
 
 

@@ -1,0 +1,267 @@
+"""`cnndeploy stream` end to end: a real encoded video, a real loopback network stream pushed by
+the ffmpeg program, the outputs (JSONL, annotated video and folder, the record), and every bad
+input a user can give: one `error:` line naming the fix, exit 1, no traceback, results intact."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner, Result
+
+from cnn_deploy.cli import app
+
+if TYPE_CHECKING:
+    from conftest import Trained
+
+cv2 = pytest.importorskip("cv2", reason="`cnndeploy stream` needs OpenCV (the [stream] extra)")
+
+from cnn_deploy.stream import synth  # noqa: E402
+
+runner = CliRunner()
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                  reason="needs the ffmpeg program (apt install ffmpeg)")
+
+
+def cli(*args: Any, code: int = 0) -> Result:
+    result = runner.invoke(app, ["stream", *(str(a) for a in args)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"stream {args} raised {result.exception!r}\n{result.output}") \
+            from result.exception
+    assert "Traceback" not in result.output
+    assert result.exit_code == code, f"exit {result.exit_code}, wanted {code}:\n{result.output}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
+    folder = tmp_path_factory.mktemp("video")
+    grid = synth.digit_frames(trained.data.test_images, trained.data.test_labels, 4)
+    path = folder / "digits.mkv"
+    synth.write_video(grid, path, "ffv1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def still(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
+    """90 identical frames (3 s at 30 fps): a live receiver's every frame has the same truth."""
+    folder = tmp_path_factory.mktemp("still")
+    one = synth.digit_frames(trained.data.test_images, trained.data.test_labels, 1)
+    frames = synth.DigitVideo(np.repeat(one.frames, 90, axis=0), np.repeat(one.labels, 90, axis=0),
+                              one.origins)
+    path = folder / "still.mkv"
+    synth.write_video(frames, path, "ffv1")
+    return path
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"schema": 1, "kind": "bench", "earlier": true}\n')
+    return path
+
+
+def test_video_to_jsonl_table_and_record(trained: Trained, video: Path, results: Path) -> None:
+    before = results.read_text()
+    result = cli(video, "--model", trained.onnx, "--json", "--results", results, "--no-bare")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    truth = json.loads(video.with_name(video.name + ".truth.json").read_text())
+    correct = compared = 0
+    for line in lines:
+        tiles = np.asarray(line["tiles"])
+        assert tiles.shape == (374, 4) and (line["rows"], line["cols"]) == (17, 22)
+        c, n = synth.accuracy(tiles[:, 2].astype(int), tiles[:, :2].astype(int), truth, line["frame"])
+        correct, compared = correct + c, compared + n
+    assert compared == 4 * 374 and correct / compared > 0.8
+    # the table goes to stderr with --json, the record after the earlier line, untouched
+    assert "tiles/ms in the pipeline" in result.stderr and "per frame (ms)" in result.stderr
+    text = results.read_text()
+    assert text.startswith(before)
+    record = json.loads(text.splitlines()[-1])
+    assert record["kind"] == "stream" and record["frames"] == 4 and record["bare"] is None
+
+
+def test_table_and_bare_ratio(trained: Trained, video: Path, tmp_path: Path) -> None:
+    result = cli(video, "--model", trained.onnx, "--results", tmp_path / "r.jsonl")
+    out = result.stdout
+    for row in ("frames", "fps sustained", "tiles/ms in the pipeline", "tiles/ms bare (bench, batch 374)",
+                "pipeline / bare", "dropped frames", "deadline misses (no deadline)"):
+        assert row in out, out
+    for stage in ("capture", "tile", "wait", "infer", "post", "sink", "latency"):
+        assert re.search(rf"│ {stage} +│ +\d+\.\d{{3}} │", out), stage
+    assert "stream record appended" in result.stderr
+
+
+def test_annotated_video_and_folder(trained: Trained, video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "annotated.avi"
+    cli(video, "--model", trained.onnx, "--out", out, "--no-save", "--no-bare", "--frames", 3)
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 3 and frames[0].shape == (480, 640, 3)
+    assert not list(tmp_path.glob(".*part*"))  # written under a temporary name, then renamed
+    folder = tmp_path / "frames"
+    cli(video, "--model", trained.onnx, "--out", folder, "--no-save", "--no-bare", "--frames", 2,
+        "--min-confidence", "1.0")
+    pngs = sorted(folder.glob("frame_*.png"))
+    assert [p.name for p in pngs] == ["frame_000000.png", "frame_000001.png"]
+    image = cv2.imread(str(pngs[0]))
+    assert image.shape == (480, 640, 3) and np.all(image[1:27, 1:27] >= 85)  # every tile greyed
+
+
+def test_sliding_window_and_roi(trained: Trained, video: Path) -> None:
+    result = cli(video, "--model", trained.onnx, "--stride", 14, "--roi", "0,0,320,240",
+                 "--frames", 1, "--json", "--no-save", "--no-bare")
+    line = json.loads(result.stdout.splitlines()[0])
+    assert (line["rows"], line["cols"]) == ((240 - 28) // 14 + 1, (320 - 28) // 14 + 1)
+
+
+# -- a real network stream on loopback ------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def push(still: Path) -> Iterator[Any]:
+    """push(url, delay): ffmpeg sends the still video as MPEG-TS to ``url`` after ``delay`` s."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(url: str, delay: float) -> None:
+        def go() -> None:
+            time.sleep(delay)
+            procs.append(subprocess.Popen(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(still),
+                 "-c:v", "mpeg2video", "-q:v", "2", "-f", "mpegts", url],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        threading.Thread(target=go, daemon=True).start()
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(timeout=10)
+
+
+def check_live(result: Result, still: Path) -> None:
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) >= 10, result.stderr
+    truth = json.loads(still.with_name(still.name + ".truth.json").read_text())
+    tiles = np.asarray(lines[len(lines) // 2]["tiles"])
+    correct, compared = synth.accuracy(tiles[:, 2].astype(int), tiles[:, :2].astype(int), truth, 0)
+    assert compared == 374 and correct / compared > 0.8
+
+
+@needs_ffmpeg
+def test_tcp_stream_on_loopback(trained: Trained, still: Path, push: Any) -> None:
+    port = free_port()
+    push(f"tcp://127.0.0.1:{port}", 1.0)  # the sender connects once stream listens
+    result = cli(f"tcp://127.0.0.1:{port}?listen=1", "--model", trained.onnx, "--json",
+                 "--no-save", "--no-bare", "--timeout", 10, "--frames", 40)
+    check_live(result, still)
+    assert "deadline misses (> 33.3 ms)" in result.stderr  # live: one frame period at 30 fps
+
+
+@needs_ffmpeg
+def test_udp_stream_on_loopback(trained: Trained, still: Path, push: Any) -> None:
+    port = free_port()
+    push(f"udp://127.0.0.1:{port}?pkt_size=1316", 1.0)
+    result = cli(f"udp://127.0.0.1:{port}?fifo_size=100000&overrun_nonfatal=1", "--model",
+                 trained.onnx, "--json", "--no-save", "--no-bare", "--timeout", 10,
+                 "--frames", 40)
+    check_live(result, still)
+
+
+# -- bad input ------------------------------------------------------------------------
+def assert_fails(*args: Any, match: str, results: Path | None = None) -> str:
+    before = results.read_bytes() if results is not None else None
+    extra = ("--results", results) if results is not None else ("--no-save",)
+    result = cli(*args, *extra, code=1)
+    err = result.stderr
+    assert err.count("error:") == 1, err
+    message = err[err.index("error:"):].strip()
+    assert re.search(match, message, re.DOTALL), message
+    if results is not None:
+        assert results.read_bytes() == before  # earlier results intact
+    return message
+
+
+def flat_model(folder: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = folder / "flat.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_bad_input(trained: Trained, video: Path, tmp_path: Path, results: Path) -> None:
+    model = ("--model", trained.onnx)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 1000)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    plan = tmp_path / "lenet_1c1f_fp16.plan"
+    plan.write_bytes(b"not an engine")
+    cases: list[tuple[tuple[Any, ...], str]] = [
+        ((tmp_path / "missing.mp4", *model), "no such file, folder or camera"),
+        ((junk, *model), "not a video this OpenCV can decode"),
+        ((empty, *model), "holds no images"),
+        (("/dev/video63", *model), "no camera at /dev/video63"),
+        (("tcp://127.0.0.1:9", *model, "--timeout", 1), r"no stream at tcp://127\.0\.0\.1:9 within 1 s"),
+        ((video, *model, "--roi", "0,0,20,20"), "tile is larger than the ROI"),
+        ((video, *model, "--roi", "600,0,100,100"), "outside the 640x480 frame"),
+        ((video, *model, "--roi", "nonsense"), "X,Y,WIDTH,HEIGHT"),
+        ((video, *model, "--stride", "0"), "at least 1"),
+        ((video, *model, "--tile", "32"), "differs from the model's input 28x28"),
+        ((video, "--model", flat_model(tmp_path)), r"\(N, C, H, W\)"),
+        ((video, "--model", tmp_path / "none.onnx"), "no model at"),
+        ((video, "--model", a_file), "expected an .onnx file"),
+        ((video,), "give the model"),
+        ((video, *model, "--engine", "x.plan"), "not both"),
+        ((video, "--engine", tmp_path / "x.plan"), "no engine at .*cnndeploy build"),
+        ((video, "--engine", plan), "NVIDIA GPU"),
+        ((video, *model, "--out", a_file / "x.avi"), "does not exist|not writable"),
+        ((video, *model, "--out", a_file), "expected a video"),
+        ((video, *model, "--out", plain), "is a file, not a folder"),
+        ((video, *model, "--out", tmp_path / "x.gif"), "expected a video"),
+        ((video, *model, "--batch", 0), "at least 1"),
+        ((video, *model, "--fps", -5), "positive number"),
+        ((video, *model, "-b", "tensorflow"), "unknown backend"),
+        ((video, *model, "-b", "onnxruntime", "-o", "openvino.hint=latency"), "one backend"),
+        ((video, *model, "-o", "onnxruntime.threads=-3"), "at least 1"),
+        ((video, *model, "--min-confidence", 2), "within 0..1"),
+    ]
+    for args, match in cases:
+        assert_fails(*args, match=match, results=results)
+
+
+def test_unwritable_results_fail_before_any_frame(trained: Trained, video: Path,
+                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "results_dir.jsonl"
+    folder.mkdir()
+    result = cli(video, "--model", trained.onnx, "--results", folder, code=1)
+    assert "error:" in result.stderr and "stream" not in result.stdout
