@@ -6,6 +6,7 @@ the ``ffmpeg`` program, or PNG frames). ``cnndeploy data video`` and the stream 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def digit_frames(images: np.ndarray, labels: np.ndarray, frames: int, *,
     """``frames`` frames of ``size`` (width, height) with digits ``first``, ``first + 1``, ...
     of ``images`` (cycling) at ``offset + k * pitch`` on both axes, on black."""
     width, height = size
-    if frames < 1 or pitch < TILE or min(offset) < 0:
+    if frames < 1 or pitch < TILE or min(offset) < 0 or min(size) < 1:
         raise StreamError("a digit video needs frames >= 1, a pitch >= 28 and offsets >= 0")
     xs = np.arange(offset[0], width - TILE + 1, pitch)
     ys = np.arange(offset[1], height - TILE + 1, pitch)
@@ -64,6 +65,7 @@ def write_video(video: DigitVideo, path: Path, codec: str = "ffv1", fps: float =
     cv2 = import_cv2()
     frames = video.frames
     height, width = frames.shape[1:]
+    final, path = path, path.with_name(f".{path.stem}.part{path.suffix}")  # renamed when complete
     if codec == "png":
         path.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(frames):
@@ -89,9 +91,40 @@ def write_video(video: DigitVideo, path: Path, codec: str = "ffv1", fps: float =
         for frame in frames:
             writer.write(frame)
         writer.release()
-    truth = path / "truth.json" if codec == "png" else path.with_name(path.name + ".truth.json")
+    if codec == "png" and final.is_dir():
+        shutil.rmtree(final)
+    os.replace(path, final)
+    truth = final / "truth.json" if codec == "png" else final.with_name(final.name + ".truth.json")
     truth.write_text(json.dumps(video.truth()))
     return truth
+
+
+def make_video(path: Path, *, codec: str | None = None, frames: int = 300, fps: float = 30.0,
+               size: tuple[int, int] = (640, 480), pitch: int = TILE,
+               offset: tuple[int, int] = (0, 0), data: str | None = None, force: bool = False) -> Path:
+    """``cnndeploy data video``: a test video of MNIST test digits (codec from the suffix:
+    .mkv/.avi FFV1, .mp4 H.264 with ffmpeg else MPEG-4, no suffix a PNG folder); the truth
+    file's path is returned."""
+    from cnn_deploy.data import load_mnist
+
+    if codec is None:
+        suffix = path.suffix.lower()
+        codec = {".mkv": "ffv1", ".avi": "ffv1", ".mp4": "h264" if shutil.which("ffmpeg") else "mp4v",
+                 "": "png"}.get(suffix)
+        if codec is None:
+            raise StreamError(f"{path}: give a .mkv, .avi or .mp4 path, or a folder name for PNGs")
+    if path.exists() and not force:
+        raise StreamError(f"{path} exists: choose another path or add --force to replace it")
+    if not path.parent.is_dir():
+        raise StreamError(f"folder {path.parent} does not exist: create it first")
+    if frames < 1 or frames > 100_000:
+        raise StreamError(f"--frames {frames}: choose 1..100000")
+    if not 0 < fps < 1000:
+        raise StreamError(f"--fps {fps}: choose a rate in 0..1000")
+    mnist = load_mnist(data)
+    video = digit_frames(mnist.test_images, mnist.test_labels, frames, size=size, pitch=pitch,
+                         offset=offset)
+    return write_video(video, path, codec, fps)
 
 
 def accuracy(labels: np.ndarray, origins: np.ndarray, truth: dict[str, object],
