@@ -87,7 +87,8 @@ def read_results(path: Path) -> Any:
 
 # -- --help ----------------------------------------------------------------------
 COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["profile"], ["backends"], ["data"],
-            ["data", "download"], ["data", "info"], ["report"], ["compare"],
+            ["data", "download"], ["data", "info"], ["data", "video"], ["report"], ["compare"],
+            ["stream"],
             ["sweep"], ["results"], ["results", "merge"]]
 
 

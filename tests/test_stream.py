@@ -205,11 +205,32 @@ def test_not_a_video_and_empty_folder(tmp_path: Path) -> None:
         open_source(str(empty))
 
 
-def test_unreachable_stream_times_out_naming_the_url() -> None:
-    start = time.monotonic()
+def test_refused_stream_is_a_clear_error_naming_the_url() -> None:
     with pytest.raises(StreamError, match=r"no stream at tcp://127\.0\.0\.1:9 within 2 s"):
         open_source("tcp://127.0.0.1:9", timeout_s=2)
-    assert time.monotonic() - start < 15
+
+
+def test_silent_stream_times_out_instead_of_hanging() -> None:
+    """A server that accepts the connection and never sends a byte: the open gives up after
+    the time-out (FFmpeg's interrupt callback), not never."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(StreamError, match=rf"no stream at tcp://127\.0\.0\.1:{port} within 2 s"):
+            open_source(f"tcp://127.0.0.1:{port}", timeout_s=2)
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert 1.5 <= time.monotonic() - start < 12
 
 
 def test_gstreamer_without_gstreamer_is_a_clear_error() -> None:
@@ -247,10 +268,14 @@ def test_live_source_keeps_the_newest_frame_and_counts_drops() -> None:
     assert got == sorted(got) and got[-1] == 39  # in order, and the last frame is the newest
 
 
-def test_file_gives_every_frame_and_realtime_paces_it(videos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_file_gives_every_frame_and_realtime_paces_it(videos: dict[str, Path],
+                                                      threaded: bool) -> None:
     source = open_source(str(videos["ffv1"]))
     assert source.info.frames == FRAMES and source.info.fps == 30
-    with Capture(source, depth=2) as capture:
+    with Capture(source, depth=2, threaded=threaded) as capture:
+        first = capture.prime()
+        assert first is not None and first.index == 0
         indices = []
         while (item := capture.get()) is not None:
             indices.append(item.index)
@@ -325,6 +350,61 @@ def test_run_summarises_every_stage_and_compares_with_bare(trained: Trained,
     assert record["device"] and record["versions"]
 
 
+def test_a_profile_minimum_pads_the_last_batch() -> None:
+    """An engine whose profile starts at 128: a frame's last 46 tiles run padded to 128 and
+    only their 46 results are kept."""
+    from fakes import FakeClockRunner
+
+    seen: list[int] = []
+
+    class Profiled(FakeClockRunner):
+        def batch_limits(self) -> tuple[int, int] | None:
+            return (128, 256)
+
+        def run(self, staged: Any) -> Any:
+            seen.append(len(staged))
+            # logits: class = the tile's first pixel, so every result can be checked
+            logits = np.zeros((len(staged), 10), dtype=np.float32)
+            logits[np.arange(len(staged)), staged[:, 0, 0, 0].astype(int) % 10] = 5
+            return logits
+
+    frame = np.zeros((28, 28 * 302), dtype=np.uint8)
+    frame[0, ::28] = np.arange(302) % 10
+    with TileClassifier(Profiled([1.0]), name="fake.plan") as clf:
+        result = clf.classify(frame)
+    assert seen == [256, 128] and clf.batch_for(302) == 256
+    np.testing.assert_array_equal(result.labels, np.arange(302) % 10)
+
+
+def test_a_requested_batch_above_the_frame_is_the_frame(trained: Trained) -> None:
+    with TileClassifier.from_path(trained.onnx, batch=5000) as clf:
+        assert clf.batch_for(374) == 374 and clf.batch_for(10000) == 5000
+
+
+def test_pixel_scale_comes_from_the_models_stated_range(trained: Trained, tmp_path: Path) -> None:
+    import onnx
+
+    with TileClassifier.from_path(trained.onnx) as clf:
+        assert clf.tiling.pixel_scale == 1.0 and not any("input range" in n for n in clf.notes)
+    foreign = onnx.load(str(trained.onnx))
+    del foreign.metadata_props[:]
+    path = tmp_path / "foreign.onnx"
+    onnx.save(foreign, path)
+    with TileClassifier.from_path(path) as clf:
+        assert clf.tiling.pixel_scale == pytest.approx(1 / 255)
+        assert any("states no input range" in n for n in clf.notes)
+    with TileClassifier.from_path(path, tiling=TilingConfig(pixel_scale=1.0)) as clf:
+        assert clf.tiling.pixel_scale == 1.0  # an explicit 1 is kept
+
+
+def test_onnxruntime_starts_from_its_pipeline_options(trained: Trained) -> None:
+    with TileClassifier.from_path(trained.onnx, backend="onnxruntime") as clf:
+        assert clf.runner.options["spinning"] is False
+        assert any("onnxruntime.spinning=false" in n for n in clf.notes)
+    with TileClassifier.from_path(trained.onnx, options={"spinning": "true"}) as clf:
+        assert clf.runner.options["spinning"] is True
+
+
 def test_fixed_batch_pads_the_last_batch(trained: Trained, videos: dict[str, Path]) -> None:
     keep = Keep()
     with TileClassifier.from_path(trained.onnx, batch=100) as clf:
@@ -376,6 +456,28 @@ def test_truncated_video_ends_cleanly_with_what_was_read(trained: Trained,
     assert any("ended after" in n for n in run.notes), run.notes
 
 
+def test_a_source_that_gives_no_frame_is_an_error(trained: Trained, tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not an image")
+    with TileClassifier.from_path(trained.onnx) as clf, \
+            pytest.raises(StreamError, match="gave no frame: none of its images could be decoded"):
+        run_stream(open_source(str(folder)), clf, StreamConfig(bare=False))
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_capture_thread_or_inline_classify_alike(trained: Trained, videos: dict[str, Path],
+                                                 threaded: bool) -> None:
+    keep = Keep()
+    with TileClassifier.from_path(trained.onnx) as clf:
+        run = run_stream(open_source(str(videos["ffv1"])), clf,
+                         StreamConfig(bare=False, capture_thread=threaded), [keep])
+    assert run.capture == ("thread" if threaded else "inline")
+    assert [r.index for r in keep.results] == list(range(FRAMES))
+    assert run.stages_ms["wait"][0] < 50  # the warm-up is not counted as waiting
+
+
 def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
@@ -385,7 +487,9 @@ def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path: Path) -> N
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     path = tmp_path / "flat.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    with pytest.raises(Exception, match=r"\(N, C, H, W\)|NCHW"), TileClassifier.from_path(path):
+    from cnn_deploy.errors import CnnDeployError
+
+    with pytest.raises(CnnDeployError, match=r"\(N, C, H, W\)|NCHW"), TileClassifier.from_path(path):
         pass
 
 
@@ -401,3 +505,37 @@ def test_engine_batch_profile_smaller_than_batch_is_refused() -> None:
     with pytest.raises(BenchError, match=r"batch 256 is outside .* batch profile 1\.\.64"), \
             TileClassifier(Profiled([1.0]), batch=256, name="lenet_1c1f_fp16.plan"):
         pass
+
+
+def test_a_gpu_runner_copies_the_next_batch_in_while_one_computes() -> None:
+    """slots() = 2: batch k + 1 is submitted before batch k is collected, and a slot is only
+    reused after its batch was collected."""
+    from fakes import FakeClockRunner
+
+    log: list[str] = []
+
+    class TwoSlots(FakeClockRunner):
+        def slots(self) -> int:
+            return 2
+
+        def batch_limits(self) -> tuple[int, int] | None:
+            return (1, 100)
+
+        def submit(self, x: np.ndarray, slot: int) -> Any:
+            log.append(f"submit {len(log)} slot {slot}")
+            logits = np.zeros((len(x), 10), dtype=np.float32)
+            logits[np.arange(len(x)), x[:, 0, 0, 0].astype(int) % 10] = 5
+            return (slot, logits)
+
+        def collect(self, handle: Any) -> np.ndarray:
+            log.append(f"collect slot {handle[0]}")
+            return np.asarray(handle[1])
+
+    frame = np.zeros((28, 28 * 250), dtype=np.uint8)
+    frame[0, ::28] = np.arange(250) % 10
+    with TileClassifier(TwoSlots([1.0]), name="fake.plan") as clf:
+        result = clf.classify(frame)
+    np.testing.assert_array_equal(result.labels, np.arange(250) % 10)
+    assert [line.split(" ", 1)[0] + " " + line.rsplit(" ", 1)[-1] for line in log] == [
+        "submit 0", "submit 1", "collect 0", "submit 0", "collect 1", "collect 0"]
+    assert result.stages_ms["stage"] >= 0 and result.stages_ms["infer"] >= 0

@@ -170,6 +170,9 @@ class Backend:
     # (unfused?, given options) -> (option changes, one-line note) for a per-layer profile;
     # None: the backend profiles its deployed graph only, and --unfused is refused
     profile_graph: Callable[[bool, dict[str, Any]], tuple[dict[str, Any], str]] | None = None
+    # options for a runner that shares the cores with other work (a camera pipeline's capture
+    # and decode) rather than running back to back: the defaults a stream starts from
+    pipeline_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def option(self, key: str) -> Option:
         for o in self.options:
@@ -290,6 +293,22 @@ class Runner(ABC):
     def batch_limits(self) -> tuple[int, int] | None:
         """(min, max) batch the loaded model takes, where it is bounded (an engine's profile)."""
         return None
+
+    # -- batches in flight (a stream on a GPU) ---------------------------------
+    def slots(self) -> int:
+        """How many batches can be in flight at once, each in its own buffers: a GPU runner
+        copies batch k + 1 in while batch k computes. 1: one batch at a time (CPU backends)."""
+        return 1
+
+    def submit(self, x: np.ndarray, slot: int) -> Any:
+        """Start batch ``x`` in buffer set ``slot`` (``0 <= slot < slots()``) and return without
+        waiting; the handle goes to :meth:`collect`. A slot is collected before it is reused.
+        The default runs the batch to the end here."""
+        return self.infer(x)
+
+    def collect(self, handle: Any) -> np.ndarray:
+        """Wait for a submitted batch and return its first output (a copy)."""
+        return np.asarray(handle)
 
     # -- device timing (GPU runners override) --------------------------------
     def phase_timer(self) -> PhaseTimer | None:

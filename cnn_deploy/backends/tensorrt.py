@@ -131,6 +131,7 @@ class TrtRunner(Runner):
         self._timers: list[Any] = []
         self._signature: Signature | None = None
         self._profile: tuple[int, int, int] | None = None
+        self._slots: list[Any] = []  # trt_slots.Slot: double buffers for submit/collect
 
     @property
     def label(self) -> str:
@@ -227,6 +228,9 @@ class TrtRunner(Runner):
             if stream is not None and stream.raw is not None:
                 stream.synchronize()
         self._free_buffers()
+        for slot in self._slots:
+            slot.close()
+        self._slots = []
         for timer in self._timers:
             timer.close()
         self._timers = []
@@ -392,6 +396,40 @@ class TrtRunner(Runner):
             self._copy(self._outputs, "d2h", out_stream)
             timer.mark("d2h", out_stream)
         return self._outputs[0].view
+
+    # -- double-buffered batches (a stream): trt_slots ------------------------------------
+    def slots(self) -> int:
+        return 2 if self.options["transfers"] else 1
+
+    def submit(self, x: np.ndarray, slot: int) -> Any:
+        """Batch ``x`` into buffer set ``slot``: H2D, enqueue and D2H queued on the three
+        streams (a plain enqueue: a CUDA graph is bound to one set of addresses)."""
+        from cnn_deploy.backends import trt_slots
+
+        if self.slots() == 1:
+            return super().submit(x, slot)
+        self.check_input(x)
+        if not self._slots:
+            self._slots = trt_slots.make_slots(self.slots(), blocking=not self.options["spin"])
+        context, first = self._context, self._inputs[0]
+        if not context.set_input_shape(first.name, tuple(x.shape)):
+            raise BenchError(f"TensorRT rejected input shape {tuple(x.shape)} for {self.plan}")
+        outputs = [(io.name, io.dtype, tuple(context.get_tensor_shape(io.name))) for io in self._outputs]
+        nbytes = {first.name: x.nbytes, **{name: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                                           for name, dtype, shape in outputs}}
+        buffers = self._slots[slot]
+        buffers.ensure(int(x.shape[0]), nbytes, self._stream if self.options["stream_ordered"] else None)
+        trt_slots.submit(buffers, x, input_name=first.name, input_dtype=first.dtype, outputs=outputs,
+                         set_address=context.set_tensor_address, enqueue=self._execute,
+                         compute=self._stream, streams=self._copy_streams)
+        return slot
+
+    def collect(self, handle: Any) -> np.ndarray:
+        from cnn_deploy.backends import trt_slots
+
+        if not isinstance(handle, int) or not self._slots:
+            return super().collect(handle)
+        return trt_slots.collect(self._slots[handle], self._outputs[0].name)
 
     def phase_timer(self) -> PhaseTimer | None:
         from cnn_deploy import cuda

@@ -54,9 +54,11 @@ def video(
     """A test video for `cnndeploy stream`: MNIST test digits on a grid, ground truth beside it."""
     from cnn_deploy.errors import StreamError
     from cnn_deploy.stream.synth import make_video
-    from cnn_deploy.stream.tiling import parse_pair
 
-    width, height = parse_pair(size.replace(",", "x"), "--size")  # "640x480": first, second
+    try:
+        width, height = (int(v) for v in size.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise StreamError(f"--size {size}: expected WIDTHxHEIGHT, e.g. 640x480") from None
     try:
         x, y = (int(v) for v in offset.split(","))
     except ValueError:

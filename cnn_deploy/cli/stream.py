@@ -71,6 +71,13 @@ def stream(
     if (model is None) == (engine is None):
         raise StreamError("give the model: --model FILE (.onnx or .pt) or --engine PLAN"
                           + (", not both" if model is not None else ""))
+    from cnn_deploy.stream.classifier import ENGINE_SUFFIXES
+
+    if engine is not None and engine.suffix.lower() not in ENGINE_SUFFIXES:
+        raise StreamError(f"--engine {engine}: expected a TensorRT plan ({', '.join(ENGINE_SUFFIXES)}); "
+                          "an ONNX file or a checkpoint goes to --model")
+    if model is not None and model.suffix.lower() in ENGINE_SUFFIXES:
+        raise StreamError(f"--model {model} is a TensorRT engine: pass it as --engine")
     task = stream_job.StreamJob(
         source, model or engine or Path(), backend, registry.parse_options(option), tile, stride,
         roi, scale, pixel_scale, batch,

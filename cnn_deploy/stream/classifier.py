@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,18 +110,21 @@ class TileClassifier:
         why = entry.missing(target)
         if why is not None:
             raise BackendError(why)
-        resolved = entry.resolve(options or {})
+        given = dict(options or {})
+        notes = list(notes or [])
+        for key, value in entry.pipeline_options.items():
+            if key not in given and entry.option(key).parse(entry.name, value) is not None:
+                given[key] = value
+                notes.append(f"{entry.name}.{key}={str(value).lower()} (its pipeline default: it "
+                             f"shares the cores with capture and decode; -o {entry.name}.{key}=... "
+                             "to change it)")
+        resolved = entry.resolve(given)
         usable = registry.availability(entry, resolved)
         if usable is not None and not usable.usable:
             raise BackendError(f"{entry.name} cannot run here: {usable.why}")
         tiling = tiling or TilingConfig()
-        notes = list(notes or [])
-        if tiling.pixel_scale == 1.0 and target.onnx is not None and target.spec is None:
-            pixel_range = _pixel_range(target.onnx)
-            if pixel_range is None:
-                tiling = replace(tiling, pixel_scale=1 / 255)
-                notes.append(f"{target.onnx.name} states no input range: tiles are fed as 0..1 "
-                             "pixels (set --pixel-scale if it wants another range)")
+        if tiling.pixel_scale is None:
+            tiling = replace(tiling, pixel_scale=_pixel_scale(target, notes))
         runner = entry.runner(target, resolved)
         return cls(runner, tiling=tiling, batch=batch, name=target.name, notes=notes)
 
@@ -172,7 +176,7 @@ class TileClassifier:
         if self._fixed is not None:
             return self._fixed
         if self.requested_batch is not None:
-            return self.requested_batch
+            return min(self.requested_batch, tiles)
         if self._limits is not None:
             return min(tiles, self._limits[1])
         return tiles
@@ -185,21 +189,70 @@ class TileClassifier:
         tiler = self.tiler((int(image.shape[0]), int(image.shape[1])))
         return Prepared(tiler.cut(image), tiler)
 
-    def infer(self, prepared: Prepared, index: int = 0) -> FrameResult:
-        """Classify prepared tiles in batches; stage times in ``stages_ms``."""
-        tiles = prepared.tiles
+    def _batches(self, tiles: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """(first tile, tiles, the batch as run: padded to a fixed batch or a profile minimum)."""
         count = int(tiles.shape[0])
         batch = self.batch_for(count)
-        stages = {"stage": 0.0, "infer": 0.0, "d2h": 0.0, "post": 0.0}
-        labels = np.empty(count, dtype=np.int64)
-        confidence = np.empty(count, dtype=np.float32)
-        clock = time.perf_counter_ns
+        out = []
         for start in range(0, count, batch):
             chunk = tiles[start:start + batch]
             n = int(chunk.shape[0])
             need = self.padded(n)
             if need > n:
                 chunk = np.concatenate([chunk, np.zeros((need - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append((start, n, chunk))
+        return out
+
+    def infer(self, prepared: Prepared, index: int = 0) -> FrameResult:
+        """Classify prepared tiles in batches; stage times in ``stages_ms``. Where the runner
+        keeps several batches in flight (a GPU), batch k + 1 is copied in while k computes."""
+        tiles = prepared.tiles
+        count = int(tiles.shape[0])
+        stages = {"stage": 0.0, "infer": 0.0, "d2h": 0.0, "post": 0.0}
+        labels = np.empty(count, dtype=np.int64)
+        confidence = np.empty(count, dtype=np.float32)
+        batches = self._batches(tiles)
+        slots = self.runner.slots()
+        if slots > 1 and len(batches) > 1:
+            self._infer_overlapped(batches, slots, labels, confidence, stages)
+        else:
+            self._infer_in_turn(batches, labels, confidence, stages)
+        tiler = prepared.tiler
+        return FrameResult(index, labels, confidence, tiler.origins(), tiler.source_tile,
+                           (tiler.rows, tiler.cols), stages)
+
+    def _infer_overlapped(self, batches: list[tuple[int, int, np.ndarray]], slots: int,
+                          labels: np.ndarray, confidence: np.ndarray,
+                          stages: dict[str, float]) -> None:
+        """Submit up to ``slots`` batches ahead; ``stage``: host time to fill and enqueue,
+        ``infer``: waiting for a batch's outputs (its copy-out included), ``post``: top-1."""
+        clock = time.perf_counter_ns
+        pending: deque[tuple[int, int, Any]] = deque()
+
+        def retire() -> None:
+            start, n, handle = pending.popleft()
+            t0 = clock()
+            logits = self.runner.collect(handle)
+            t1 = clock()
+            lab, conf = _top1(np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:n])
+            labels[start:start + n], confidence[start:start + n] = lab, conf
+            stages["infer"] += (t1 - t0) / 1e6
+            stages["post"] += (clock() - t1) / 1e6
+
+        for k, (start, n, chunk) in enumerate(batches):
+            if len(pending) == slots:
+                retire()  # its slot is the one batch k reuses
+            t0 = clock()
+            pending.append((start, n, self.runner.submit(chunk, k % slots)))
+            stages["stage"] += (clock() - t0) / 1e6
+        while pending:
+            retire()
+
+    def _infer_in_turn(self, batches: list[tuple[int, int, np.ndarray]], labels: np.ndarray,
+                       confidence: np.ndarray, stages: dict[str, float]) -> None:
+        clock = time.perf_counter_ns
+        for start, n, chunk in batches:
+            need = int(chunk.shape[0])
             t0 = clock()
             staged = self.runner.stage(chunk)
             t1 = clock()
@@ -213,9 +266,6 @@ class TileClassifier:
             t4 = clock()
             for key, a, b in (("stage", t0, t1), ("infer", t1, t2), ("d2h", t2, t3), ("post", t3, t4)):
                 stages[key] += (b - a) / 1e6
-        tiler = prepared.tiler
-        return FrameResult(index, labels, confidence, tiler.origins(), tiler.source_tile,
-                           (tiler.rows, tiler.cols), stages)
 
     def padded(self, n: int) -> int:
         """The batch actually run for ``n`` tiles: a fixed batch, or the profile's minimum."""
@@ -243,17 +293,23 @@ def default_backend(target: Target) -> str:
     return registry.first_loading("onnx").name
 
 
-def _pixel_range(onnx: Path) -> list[float] | None:
+def _pixel_scale(target: Target, notes: list[str]) -> float:
+    """What 0..255 camera pixels are multiplied by for this model: its stated input range's top
+    over 255 (a cnn_deploy export: 0..255, so 1), else 1/255 (0..1), with a note."""
     from cnn_deploy.onnxfile import read_metadata
 
-    raw = read_metadata(onnx).get("input")
-    if not raw:
-        return None
+    if target.onnx is None:  # an engine or a spec: a cnn_deploy network, raw pixels
+        return 1.0
+    raw = read_metadata(target.onnx).get("input")
     try:
-        value = json.loads(raw).get("pixel_range")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, list) else None
+        low, high = json.loads(raw)["pixel_range"] if raw else (None, None)
+        if low == 0 and high is not None and float(high) > 0:
+            return float(high) / 255.0
+    except (ValueError, TypeError, KeyError):
+        pass
+    notes.append(f"{target.onnx.name} states no input range: tiles are fed as 0..1 pixels "
+                 "(set --pixel-scale if it wants another range)")
+    return 1 / 255
 
 
 def _top1(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,13 @@ from cnn_deploy.results.records import Writer
 from cnn_deploy.stream.classifier import ENGINE_SUFFIXES, TileClassifier
 from cnn_deploy.stream.pipeline import StreamConfig, StreamRun, run_stream
 from cnn_deploy.stream.sinks import AnnotatedSink, JsonlSink, Sink, check_out
-from cnn_deploy.stream.sources import DEFAULT_TIMEOUT_S, Source, SourceInfo, open_source
+from cnn_deploy.stream.sources import (
+    DEFAULT_TIMEOUT_S,
+    Source,
+    SourceInfo,
+    classify_text,
+    open_source,
+)
 from cnn_deploy.stream.tiling import Roi, TilingConfig, parse_pair
 
 
@@ -46,7 +52,7 @@ class StreamJob:
         return TilingConfig(tile=parse_pair(self.tile, "--tile") if self.tile else None,
                             stride=parse_pair(self.stride, "--stride") if self.stride else None,
                             roi=Roi.parse(self.roi) if self.roi else None, scale=self.scale,
-                            pixel_scale=1.0 if self.pixel_scale is None else self.pixel_scale)
+                            pixel_scale=self.pixel_scale)
 
     def check(self) -> None:
         """Every number and path, before anything is opened."""
@@ -97,11 +103,16 @@ def run(job: StreamJob, *, jsonl: TextIO | None = None,
     job.check()
     options = registry.check_options(job.options)
     writer = Writer(job.results) if job.results is not None else None
-    source: Source = open_source(job.source, timeout_s=job.timeout_s, fps=job.config.fps)
+    # a file is opened first (a bad one costs nothing); a live source after the model has
+    # loaded, so that it does not buffer or overrun while an engine deserialises
+    live = classify_text(job.source) in ("camera", "network", "gstreamer")
+    source: Source | None = None if live else open_source(job.source)
     with contextlib.ExitStack() as stack:
-        stack.callback(source.close)
+        if source is not None:
+            stack.callback(source.close)
         backend = registry.get(job.backend).name if job.backend else None
-        if backend is None and len(options) == 1:
+        engine = job.model.suffix.lower() in ENGINE_SUFFIXES
+        if backend is None and len(options) == 1 and not engine:
             backend = next(iter(options))  # -o openvino.hint=... alone picks OpenVINO
         others = sorted(set(options) - {backend})
         if others:
@@ -110,6 +121,9 @@ def run(job: StreamJob, *, jsonl: TextIO | None = None,
         options_for = options.get(backend, {}) if backend else {}
         classifier = stack.enter_context(TileClassifier.from_path(
             job.model, backend=backend, options=options_for, tiling=job.tiling(), batch=job.batch))
+        if source is None:
+            source = open_source(job.source, timeout_s=job.timeout_s, fps=job.config.fps)
+            stack.callback(source.close)
         sinks: list[Sink] = []
         if jsonl is not None:
             sinks.append(JsonlSink(jsonl))

@@ -1,17 +1,23 @@
 """A source through a :class:`TileClassifier` to the sinks, timed per stage and per frame.
 
-Capture (read + decode) and tiling run ahead in the capture thread; inference, post-processing
-and the sinks run in the caller's thread. Every frame keeps its own stage times (ms):
-``capture`` (read and decode), ``tile`` (crop, colour, cut: in the capture thread, overlapped),
-``wait`` (frame ready -> inference starts: queueing), ``stage`` (the input handed to the backend),
-``infer`` (run + synchronise), ``d2h`` (outputs to numpy), ``post`` (softmax, top-1) and ``sink``
-(JSONL, annotated frames); ``latency`` is read start -> sinks done. This is MLPerf's ``frame``
-scenario: N tiles per frame within a deadline.
+Capture (read + decode) and tiling run ahead of inference in a capture thread where inference
+leaves a core idle (a GPU backend) and for every live source (it must be drained as frames
+come: the newest wins); on a CPU backend reading a file they run inline between inferences,
+because the backend's threads already use every core and a thread would only compete with them
+(on 2 cores it cost ~25 % of the tiles/ms; inline costs the read and the cut, ~10 %).
+Every frame keeps its own stage times (ms): ``capture`` (read and decode; for a live source
+also the wait for the frame), ``tile`` (crop, colour, cut), ``wait`` (frame ready -> inference
+starts), ``stage`` (the input handed to the backend), ``infer`` (run + synchronise), ``d2h``
+(outputs to numpy), ``post`` (softmax, top-1) and ``sink`` (JSONL, annotated frames);
+``latency`` runs from the read (a file) or the frame's arrival (a live source) to the sinks
+done. This is MLPerf's ``frame`` scenario: N tiles per frame within a deadline.
 
+The first frame is read and run once before the clock starts (a deployment warms up too).
 The run ends at the source's end, a frame or time limit, Ctrl-C (``interrupted``), or a source that
 breaks mid-run (``ended`` says why); in every case the frames done are summarised and, with a
 writer, the ``kind: "stream"`` record is appended before anything is rendered. Then the same
-runner is timed bare at the same batch by the one harness, for the pipeline-vs-engine ratio.
+runner is timed bare at the same batch by the one harness, for the pipeline-vs-bare ratio.
+A source that gives no frame at all is an error.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class StreamConfig:
     duration_s: float | None = None
     deadline_ms: float | None = None  # default: one frame period for a live source
     depth: int = 4  # frames the capture thread may run ahead
+    # capture and tiling in their own thread: None = where inference leaves a core idle (a GPU
+    # backend) and for live sources; on a CPU backend a thread only competes for the cores
+    capture_thread: bool | None = None
     bare: bool = True  # time the runner bare at the same batch after the stream
     bare_timing: TimingConfig = BARE_TIMING
 
@@ -72,6 +81,7 @@ class StreamRun:
     bare_samples_ms: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = None
+    capture: str = ""  # thread or inline
 
     @property
     def fps(self) -> float:
@@ -92,7 +102,8 @@ class StreamRun:
             if samples:
                 s = np.asarray(samples)
                 out[name] = {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)),
-                             "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean())}
+                             "p99_ms": float(np.percentile(s, 99)), "mean_ms": float(s.mean()),
+                             "min_ms": float(s.min()), "max_ms": float(s.max())}
         return out
 
     def payload(self) -> dict[str, Any]:
@@ -110,7 +121,8 @@ class StreamRun:
                 "deadline_ms": self.deadline_ms, "deadline_misses": self.misses,
                 "wall_ms": self.wall_ms, "fps": self.fps, "tiles_per_ms": self.tiles_per_ms,
                 "bare": bare, "pipeline_vs_bare": self.ratio,
-                "stages": self.stage_stats(), "stage_samples_ms": self.stages_ms,
+                "capture": self.capture, "stages": self.stage_stats(),
+                "stage_samples_ms": self.stages_ms,
                 "latency_samples_ms": self.latency_ms, "ended": self.ended, "notes": self.notes}
 
 
@@ -120,27 +132,34 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
                clock: Callable[[], int] = time.perf_counter_ns) -> StreamRun:
     """Run ``source`` through ``classifier`` (already entered) into ``sinks``; see the module."""
     info = source.info
+    live = info.live or config.realtime
     deadline = config.deadline_ms
-    if deadline is None and (info.live or config.realtime):
-        rate = config.fps or info.fps
+    if deadline is None and live:
+        rate = info.fps or config.fps  # what the camera granted before what was asked
         deadline = 1000.0 / rate if rate else None
     runner = classifier.runner
     run = StreamRun(info, classifier.name, runner.label, runner.backend,
                     dict(runner.options), deadline, notes=list(classifier.notes))
+    threaded = config.capture_thread
+    if threaded is None:  # a CPU backend keeps the cores busy: a thread would only compete
+        threaded = runner.device != "cpu"
     capture = Capture(source, depth=config.depth, realtime=config.realtime, fps=config.fps,
-                      max_frames=config.max_frames, prepare=classifier.prepare, clock=clock)
-    start = clock()
+                      max_frames=config.max_frames, prepare=classifier.prepare, threaded=threaded,
+                      clock=clock)
+    run.capture = "thread" if capture.threaded else "inline"
     last_tiles: np.ndarray | None = None
-    warm = False
     try:
         with capture:
-            while True:
+            first = capture.prime()
+            if first is not None:  # as a deployment would: one-off first-run costs untimed
+                classifier.infer(first.prepared, first.index)
+            # frame 0 was read and cut before the clock started: count that time in
+            start = clock() - (int(first.decode_ms * 1e6 + first.prepare_ms * 1e6) if first else 0)
+            capture.start()
+            while config.max_frames is None or run.frames < config.max_frames:
                 item = capture.get()
                 if item is None:
                     break
-                if not warm:  # as a deployment would: the first run's one-off costs are not timed
-                    classifier.infer(item.prepared, item.index)
-                    warm, start = True, clock()
                 got = clock()
                 result = classifier.infer(item.prepared, item.index)
                 t_sink = clock()
@@ -148,17 +167,14 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
                     sink.write(item.image, result)
                 done = clock()
                 if run.frames == 0:
-                    tiler = item.prepared.tiler
-                    run.batch = classifier.batch_for(tiler.count)
-                    run.grid = {"rows": tiler.rows, "cols": tiler.cols, "tile": list(tiler.tile),
-                                "stride": list(tiler.stride), "roi": str(tiler.roi),
-                                "scale": tiler.config.scale, "pixel_scale": tiler.config.pixel_scale,
-                                "frame": [tiler.frame_hw[1], tiler.frame_hw[0]]}
+                    _describe(run, classifier, item.prepared.tiler)
                 last_tiles = item.prepared.tiles
+                ready = max(item.arrived_ns + int(item.prepare_ms * 1e6), start)
                 _add(run, {"capture": item.decode_ms, "tile": item.prepare_ms,
-                           "wait": (got - item.arrived_ns - item.prepare_ms * 1e6) / 1e6,
-                           **result.stages_ms, "sink": (done - t_sink) / 1e6})
-                latency = (done - item.arrived_ns) / 1e6 + item.decode_ms
+                           "wait": (got - ready) / 1e6, **result.stages_ms,
+                           "sink": (done - t_sink) / 1e6})
+                # live: from the frame's arrival (a read waits for it); a file: from the read
+                latency = (done - (item.arrived_ns if live else item.read_ns)) / 1e6
                 run.latency_ms.append(latency)
                 run.misses += deadline is not None and latency > deadline
                 run.frames += 1
@@ -172,18 +188,52 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
                     break
         if capture.error is not None:
             _source_broke(run, capture.error)
-        elif config.max_frames is not None and capture.read_frames >= config.max_frames \
-                and run.ended == "end of source":
+        elif config.max_frames is not None and run.frames >= config.max_frames:
             run.ended = f"frame limit ({config.max_frames})"
     except KeyboardInterrupt:
         run.interrupted, run.ended = True, "interrupted (Ctrl-C)"
-    finally:
-        for sink in sinks:
+    except CnnDeployError as exc:  # a sink or the backend failed mid-run: keep what was done
+        if not run.frames:
+            raise
+        run.ended = f"failed after {run.frames} frames: {exc}"
+        _finish(run, source, classifier, sinks, None, config, writer)
+        raise
+    _finish(run, source, classifier, sinks, last_tiles, config, writer)
+    if run.frames == 0 and not run.interrupted:
+        raise StreamError(f"{info.text} gave no frame: {_why_empty(info.kind)}")
+    return run
+
+
+def _why_empty(kind: str) -> str:
+    return {"folder": "none of its images could be decoded",
+            "camera": "the camera opened but sent nothing (busy, or a metadata-only node? "
+                      "`v4l2-ctl --list-devices`)",
+            "network": "the stream opened but sent no frame within --timeout (is the sender "
+                       "running?)",
+            "gstreamer": "the pipeline started but its appsink gave nothing within --timeout",
+            }.get(kind, "its first frame could not be decoded (a damaged or unsupported file?)")
+
+
+def _describe(run: StreamRun, classifier: TileClassifier, tiler: Any) -> None:
+    run.batch = classifier.batch_for(tiler.count)
+    run.grid = {"rows": tiler.rows, "cols": tiler.cols, "tile": list(tiler.tile),
+                "stride": list(tiler.stride), "roi": str(tiler.roi), "scale": tiler.config.scale,
+                "pixel_scale": tiler.config.pixel_scale,
+                "frame": [tiler.frame_hw[1], tiler.frame_hw[0]]}
+
+
+def _finish(run: StreamRun, source: Source, classifier: TileClassifier, sinks: Sequence[Sink],
+            last_tiles: np.ndarray | None, config: StreamConfig, writer: Writer | None) -> None:
+    """Close the sinks, note what the source skipped, time the runner bare, append the record."""
+    for sink in sinks:
+        try:
             sink.close()
-    run.dropped = capture.dropped
+        except CnnDeployError as exc:
+            run.notes.append(f"an output could not be finished: {exc}")
     run.unreadable = source.unreadable
     if source.unreadable:
         run.notes.append(f"{source.unreadable} image(s) could not be decoded and were skipped")
+    info = source.info
     if info.frames and not info.live and run.frames + run.unreadable < info.frames \
             and run.ended == "end of source":
         run.notes.append(f"the source ended after {run.frames} of the {info.frames} frames its "
@@ -194,9 +244,10 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
         except KeyboardInterrupt:
             run.interrupted = True
             run.notes.append("the bare timing was interrupted (Ctrl-C): no pipeline-vs-bare ratio")
+        except CnnDeployError as exc:
+            run.notes.append(f"the bare timing failed ({exc}): no pipeline-vs-bare ratio")
     if writer is not None and run.frames:
         run.record = writer.append("stream", run.payload())
-    return run
 
 
 def _add(run: StreamRun, stages: dict[str, float]) -> None:
@@ -207,8 +258,8 @@ def _add(run: StreamRun, stages: dict[str, float]) -> None:
 def _source_broke(run: StreamRun, error: BaseException) -> None:
     """A source that fails before the first frame is the user's error; after it, the run ends
     with what it did."""
-    import_error = type(error).__module__.startswith("cv2") or isinstance(error, OSError)
-    if not isinstance(error, CnnDeployError) and not import_error:
+    source_error = type(error).__module__.startswith("cv2") or isinstance(error, OSError)
+    if not isinstance(error, CnnDeployError) and not source_error:
         raise error
     if run.frames == 0:
         if isinstance(error, CnnDeployError):

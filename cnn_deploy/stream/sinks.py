@@ -16,7 +16,7 @@ import numpy as np
 
 from cnn_deploy.errors import StreamError
 from cnn_deploy.stream.classifier import FrameResult
-from cnn_deploy.stream.sources import IMAGE_SUFFIXES, import_cv2
+from cnn_deploy.stream.sources import import_cv2
 
 # container -> fourcc OpenCV's FFmpeg writes (PyPI's OpenCV has no H.264 encoder)
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1", ".mov": "mp4v"}
@@ -55,7 +55,7 @@ def check_out(path: Path) -> str:
         if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise StreamError(f"--out {path} is not writable: choose another path")
         return "video"
-    if suffix and suffix not in IMAGE_SUFFIXES and not path.is_dir():
+    if suffix and not path.is_dir():
         raise StreamError(f"--out {path}: expected a video ({', '.join(VIDEO_CODECS)}) or a folder "
                           "for annotated PNG frames")
     if path.exists() and not path.is_dir():

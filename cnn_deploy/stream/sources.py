@@ -85,13 +85,24 @@ class _CaptureSource(Source):
     def __init__(self, info: SourceInfo, capture: Any) -> None:
         super().__init__(info)
         self._capture = capture
+        self._lock = threading.Lock()  # never release() under a read() in another thread
+        self._closed = False
 
     def read(self) -> np.ndarray | None:
-        ok, frame = self._capture.read()
+        with self._lock:
+            if self._closed:
+                return None
+            ok, frame = self._capture.read()
         return frame if ok and frame is not None and frame.size else None
 
     def close(self) -> None:
-        self._capture.release()
+        if self._lock.acquire(timeout=2.0):  # a read blocked for good keeps its capture
+            try:
+                if not self._closed:
+                    self._closed = True
+                    self._capture.release()
+            finally:
+                self._lock.release()
 
 
 class _ImagesSource(Source):
@@ -140,7 +151,7 @@ def classify_text(text: str) -> str:
             raise StreamError(f"{text}: unknown stream scheme '{scheme}://'; OpenCV reads "
                               f"{', '.join(s + '://' for s in URL_SCHEMES)}")
         return "network"
-    if "!" in text and " " in text.strip():
+    if " ! " in text and not Path(text).exists():
         return "gstreamer"
     if _CAMERA.match(text) or text.isdigit():
         return "camera"
@@ -152,10 +163,10 @@ def classify_text(text: str) -> str:
     return "file"
 
 
-def open_source(text: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, fps: float | None = None,
-                size: tuple[int, int] | None = None) -> Source:
-    """Open ``text`` as a frame source, or say why not and what to do. ``fps`` and ``size``
-    (width, height) are requested from a camera; ``timeout_s`` bounds a network open and read."""
+def open_source(text: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, fps: float | None = None) -> Source:
+    """Open ``text`` as a frame source, or say why not and what to do. ``fps`` is requested from
+    a camera; ``timeout_s`` bounds the open and every read of a network stream or a GStreamer
+    pipeline."""
     if not text.strip():
         raise StreamError("no source given: a video file, a folder of images, /dev/videoN or a URL")
     kind = classify_text(text)
@@ -170,9 +181,9 @@ def open_source(text: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, fps: float |
         return source
     cv2 = import_cv2()
     if kind == "camera":
-        return _open_camera(cv2, text, fps, size)
+        return _open_camera(cv2, text, fps)
     if kind == "gstreamer":
-        return _open_gstreamer(cv2, text)
+        return _open_gstreamer(cv2, text, timeout_s)
     if kind == "network":
         return _open_network(cv2, text, timeout_s)
     return _open_file(cv2, text)
@@ -208,7 +219,7 @@ def _open_file(cv2: Any, text: str) -> Source:
     return _CaptureSource(info, capture)
 
 
-def _open_camera(cv2: Any, text: str, fps: float | None, size: tuple[int, int] | None) -> Source:
+def _open_camera(cv2: Any, text: str, fps: float | None) -> Source:
     device = f"/dev/video{text}" if text.isdigit() else text
     if not os.path.exists(device):
         present = sorted(str(p) for p in Path("/dev").glob("video*"))
@@ -222,23 +233,23 @@ def _open_camera(cv2: Any, text: str, fps: float | None, size: tuple[int, int] |
         capture.release()
         raise StreamError(f"cannot open camera {device}: busy (another program holds it? "
                           "`fuser " + device + "`) or not a capture device (`v4l2-ctl --list-devices`)")
-    if size is not None:
-        capture.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
-        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
     if fps is not None:
         capture.set(cv2.CAP_PROP_FPS, fps)
     got = float(capture.get(cv2.CAP_PROP_FPS)) or None
     return _CaptureSource(SourceInfo(device, "camera", True, got, None), capture)
 
 
-def _open_gstreamer(cv2: Any, text: str) -> Source:
+def _open_gstreamer(cv2: Any, text: str, timeout_s: float) -> Source:
     if not has_gstreamer(cv2):
         raise StreamError("this OpenCV was built without GStreamer (PyPI's opencv wheels are), so "
                           "a GStreamer pipeline cannot be opened: use JetPack's OpenCV (apt install "
                           "python3-opencv; a venv with --system-site-packages, without the "
                           "[stream] extra), or give a file, /dev/videoN or a URL")
-    pipeline = text if "appsink" in text else text + " ! appsink"
-    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+    # our own appsink keeps only the newest buffer and does not hold frames back to the clock
+    pipeline = text if "appsink" in text else text + " ! appsink drop=true max-buffers=1 sync=false"
+    ms = int(timeout_s * 1000)
+    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER,
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     if not capture.isOpened():
         capture.release()
         raise StreamError(f"GStreamer could not start '{text}': try it with `gst-launch-1.0 "
@@ -247,10 +258,7 @@ def _open_gstreamer(cv2: Any, text: str) -> Source:
 
 
 def has_gstreamer(cv2: Any) -> bool:
-    try:
-        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
-    except AttributeError:  # OpenCV < 4.2
-        return "GStreamer:                   YES" in cv2.getBuildInformation()
+    return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
 
 
 def _open_network(cv2: Any, text: str, timeout_s: float) -> Source:
@@ -269,34 +277,43 @@ def _open_network(cv2: Any, text: str, timeout_s: float) -> Source:
 # -- capture ahead of inference ----------------------------------------------------
 @dataclass
 class Captured:
-    """One frame off the source: its index in the source, when it arrived, and how long the
-    read (capture and decode) took."""
+    """One frame off the source: its index in the source, when ``read()`` started and returned,
+    and what ``prepare`` made of it (the tiles) and how long that took."""
 
     index: int
     image: np.ndarray
-    arrived_ns: int
-    decode_ms: float
-    prepared: Any = None  # what Capture's ``prepare`` made of it (the tiles), in the thread
+    read_ns: int  # read() called
+    arrived_ns: int  # read() returned: the frame is here, decoded
+    prepared: Any = None
     prepare_ms: float = 0.0
+
+    @property
+    def decode_ms(self) -> float:
+        return (self.arrived_ns - self.read_ns) / 1e6
 
 
 class Capture:
-    """Reads ``source`` in its own thread, ahead of the consumer, into a queue of ``depth``.
+    """Reads ``source`` ahead of the consumer, in its own thread, into a queue of ``depth``.
 
-    Live (a camera, a network stream, or ``realtime``): when the queue is full the oldest frame
-    is dropped (counted in ``dropped``), so the consumer always gets the newest. Otherwise the
-    thread waits for room: every frame is processed. ``realtime`` paces a file at ``fps``.
-    ``prepare(image)`` runs in the capture thread (tiling), so it overlaps inference too.
+    Live (a camera, a network stream, or a file with ``realtime``): when the queue is full the
+    oldest frame is dropped, and ``get`` hands out the newest, dropping older ones (all counted
+    in ``dropped``). Otherwise the thread waits for room: every frame is processed.
+    ``realtime`` paces a file at ``fps``. ``prepare(image)`` (the tiling) runs where the read
+    runs. ``threaded=False`` reads and prepares in ``get`` instead: where inference already
+    keeps every core busy (a CPU backend), a capture thread only competes with it.
+    ``prime()`` reads the first frame before anything starts, for an untimed warm-up.
     A source error ends the stream; ``error`` keeps it for the consumer to report."""
 
     def __init__(self, source: Source, *, depth: int = 4, realtime: bool = False,
                  fps: float | None = None, max_frames: int | None = None,
-                 prepare: Callable[[np.ndarray], Any] | None = None,
+                 prepare: Callable[[np.ndarray], Any] | None = None, threaded: bool = True,
                  clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.source = source
-        self.live = source.info.live or realtime
-        self.pace_fps = (fps or source.info.fps or 30.0) if realtime else None
+        self.realtime = realtime and not source.info.live
+        self.live = source.info.live or self.realtime
+        self.pace_fps = (fps or source.info.fps or 30.0) if self.realtime else None
         self.max_frames = max_frames
+        self.threaded = threaded or self.live  # a live source must be drained as it comes
         self.dropped = 0
         self.read_frames = 0
         self.error: BaseException | None = None
@@ -306,46 +323,73 @@ class Capture:
         self._depth = max(1, depth)
         self._cond = threading.Condition()
         self._done = False
+        self._started_ns = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="cnndeploy-capture", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Capture:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stop(self) -> None:
+    def prime(self) -> Captured | None:
+        """Read and prepare the first frame now (it stays first in the queue); None: no frame."""
+        self._started_ns = self._clock()
+        item = self._next()
+        if item is not None:
+            self._queue.append(item)
+        else:
+            self._done = True
+        return item
+
+    def start(self) -> None:
+        """Start reading ahead (threaded); the pace of ``realtime`` counts from ``prime``."""
+        if not self._started_ns:
+            self._started_ns = self._clock()
+        if self.threaded and not self._done and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="cnndeploy-capture",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop reading and release the source (a read still blocked past ``timeout_s`` keeps
+        its source: the source's own lock refuses to release under a read)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
         self.source.close()
 
+    def _next(self) -> Captured | None:
+        """Pace, read and prepare the next frame; None at the end or the frame limit."""
+        index = self.read_frames
+        if self.max_frames is not None and not self.live and index >= self.max_frames:
+            return None
+        if self.pace_fps:
+            due = self._started_ns + int(index * 1e9 / self.pace_fps)
+            wait = (due - self._clock()) / 1e9
+            if wait > 0 and self._stop.wait(wait):
+                return None
+        t0 = self._clock()
+        image = self.source.read()
+        t1 = self._clock()
+        if image is None:
+            return None
+        item = Captured(index, image, t0, t1)
+        if self._prepare is not None:
+            item.prepared = self._prepare(image)
+            item.prepare_ms = (self._clock() - t1) / 1e6
+        self.read_frames = index + 1
+        return item
+
     def _loop(self) -> None:
-        start = self._clock()
-        index = 0
         try:
             while not self._stop.is_set():
-                if self.max_frames is not None and index >= self.max_frames:
+                item = self._next()
+                if item is None:
                     break
-                if self.pace_fps:
-                    due = start + int(index * 1e9 / self.pace_fps)
-                    wait = (due - self._clock()) / 1e9
-                    if wait > 0 and self._stop.wait(wait):
-                        break
-                t0 = self._clock()
-                image = self.source.read()
-                t1 = self._clock()
-                if image is None:
-                    break
-                item = Captured(index, image, t1, (t1 - t0) / 1e6)
-                if self._prepare is not None:
-                    item.prepared = self._prepare(image)
-                    item.prepare_ms = (self._clock() - t1) / 1e6
-                index += 1
-                self.read_frames = index
                 self._put(item)
         except BaseException as exc:  # handed to the consumer, which reports it
             self.error = exc
@@ -368,6 +412,22 @@ class Capture:
 
     def get(self) -> Captured | None:
         """The next frame (the newest, live), waiting for it; None once the source is done."""
+        if self._thread is None and not self._done:
+            self.start()
+        if not self.threaded:
+            if self._queue:
+                return self._queue.popleft()
+            if self._done or self._stop.is_set():
+                return None
+            try:
+                item = self._next()
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.error, item = exc, None
+            if item is None:
+                self._done = True
+            return item
         with self._cond:
             while not self._queue and not self._done:
                 self._cond.wait(0.1)

@@ -67,7 +67,9 @@ def write_video(video: DigitVideo, path: Path, codec: str = "ffv1", fps: float =
     height, width = frames.shape[1:]
     final, path = path, path.with_name(f".{path.stem}.part{path.suffix}")  # renamed when complete
     if codec == "png":
-        path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():  # a .part folder left by an interrupted run
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
         for i, frame in enumerate(frames):
             cv2.imwrite(str(path / f"frame_{i:06d}.png"), frame)
     elif codec == "h264":

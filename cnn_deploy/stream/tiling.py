@@ -62,7 +62,7 @@ class TilingConfig:
     stride: tuple[int, int] | None = None  # (y, x)
     roi: Roi | None = None
     scale: float = 1.0  # resize factor applied to the ROI before tiling
-    pixel_scale: float = 1.0  # multiplies pixel values (0..255) on the way to float32
+    pixel_scale: float | None = None  # multiplies 0..255 pixels; None: from the model's metadata
 
 
 class Tiler:
@@ -104,15 +104,21 @@ class Tiler:
 
     def origins(self) -> np.ndarray:
         """(count, 2) int: each tile's top-left (x, y) in source-frame pixels, row-major."""
-        ys = np.arange(self.rows) * self.stride[0] / self.config.scale + self.roi.y
-        xs = np.arange(self.cols) * self.stride[1] / self.config.scale + self.roi.x
+        fy, fx = self._factors()
+        ys = np.arange(self.rows) * self.stride[0] / fy + self.roi.y
+        xs = np.arange(self.cols) * self.stride[1] / fx + self.roi.x
         grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
         return np.rint(grid).astype(np.int64)
 
     @property
     def source_tile(self) -> tuple[int, int]:
         """A tile's (h, w) in source-frame pixels."""
-        return (round(self.tile[0] / self.config.scale), round(self.tile[1] / self.config.scale))
+        fy, fx = self._factors()
+        return (round(self.tile[0] / fy), round(self.tile[1] / fx))
+
+    def _factors(self) -> tuple[float, float]:
+        """The resize actually applied per axis (after rounding the scaled size)."""
+        return (self.scaled_hw[0] / self.roi.h, self.scaled_hw[1] / self.roi.w)
 
     def _pixels(self, image: np.ndarray) -> np.ndarray:
         """ROI, scale and channels: (h, w) for gray, (h, w, 3) RGB for colour, uint8."""
@@ -141,8 +147,9 @@ class Tiler:
         windows = windows[::sy, ::sx][:self.rows, :self.cols]  # (rows, cols, [C,] th, tw)
         out = np.empty((self.count, self.channels, th, tw), dtype=np.float32)
         view = out.reshape(self.rows, self.cols, *windows.shape[2:])
-        if self.config.pixel_scale == 1.0:
+        scale = 1.0 if self.config.pixel_scale is None else self.config.pixel_scale
+        if scale == 1.0:
             np.copyto(view, windows)
         else:
-            np.multiply(windows, np.float32(self.config.pixel_scale), out=view)
+            np.multiply(windows, np.float32(scale), out=view, dtype=np.float32)
         return out
