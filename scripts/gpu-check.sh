@@ -83,6 +83,15 @@ for name in ("bench.jsonl", "sweep.jsonl"):
                       "phases_median_ms": {k: med(v) for k, v in phases.items()},
                       "enqueue_median_ms": med(r.get("enqueue_ms") or []),
                       "warnings": r.get("warnings")})
+streams = []
+for line in (out / "stream.jsonl").read_text().splitlines() if (out / "stream.jsonl").is_file() else []:
+    try:
+        r = json.loads(line)
+    except json.JSONDecodeError:
+        continue
+    streams.append({k: r.get(k) for k in ("frames", "tiles", "batch", "fps", "tiles_per_ms",
+                                          "pipeline_vs_bare", "dropped", "capture", "stages")}
+                   | {"label": (r.get("backend") or {}).get("label")})
 env = {}
 try:
     env = json.loads((out / "environment.json").read_text())
@@ -91,7 +100,7 @@ except (OSError, json.JSONDecodeError):
 print(json.dumps({"ok": all(s["rc"] == 0 for s in steps), "seconds": time.time() - start,
                   "mnist": data if os.path.isdir(data) else None,
                   "steps": steps, "device": env.get("device"), "versions": env.get("versions"),
-                  "cells": cells}, indent=1, default=str))
+                  "cells": cells, "streams": streams}, indent=1, default=str))
 PY
 }
 
@@ -130,6 +139,17 @@ if [ "$DRY" = 0 ] && "$PYTHON" -c "import tensorrt; tensorrt.Builder" 2> /dev/nu
 else  # the lent H200 has no TensorRT; a machine with it runs both
     echo '{"step": "tensorrt", "rc": 0, "ms": 0, "skipped": "no TensorRT builder"}' >> "$STEPS"
     echo "tensorrt: skipped (no TensorRT builder here)"
+fi
+# the camera pipeline on the GPU (torch CUDA): needs OpenCV, which the lent machine may lack
+if "$PYTHON" -c "import cv2" 2> /dev/null; then
+    FRAMES=200; [ "$DRY" = 1 ] && FRAMES=10
+    step stream_video 60 "${CLI[@]}" data video "$OUT/digits.mkv" --frames "$FRAMES"
+    step stream_model 60 "${CLI[@]}" export --spec lenet_1c1f --out "$OUT/lenet_1c1f.onnx"
+    step stream_torch 120 "${CLI[@]}" stream "$OUT/digits.mkv" --model "$OUT/lenet_1c1f.onnx" \
+        -b torch -o "torch.device=$DEVICE" --stride 14 --results "$OUT/stream.jsonl"
+else
+    echo '{"step": "stream", "rc": 0, "ms": 0, "skipped": "OpenCV is not installed"}' >> "$STEPS"
+    echo "stream: skipped (OpenCV is not installed)"
 fi
 if "$PYTHON" -c "import matplotlib" 2> /dev/null; then
     step report 120 "${CLI[@]}" report "$OUT/sweep.jsonl" "$OUT/bench.jsonl" -o "$OUT/report"

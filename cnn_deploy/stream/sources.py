@@ -13,6 +13,7 @@ source keeps the newest frames (older ones are dropped and counted), a file give
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -34,6 +35,7 @@ _CAMERA = re.compile(r"^/dev/video\d+$")
 DEFAULT_TIMEOUT_S = 10.0
 
 
+@functools.cache
 def import_cv2() -> Any:
     """OpenCV, quiet (its warnings would bury our one-line errors), or how to install it."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

@@ -97,13 +97,21 @@ class Tiler:
                               f"--scale {config.scale:g}): use a larger --roi or --scale")
         self.rows = (sh - th) // self.stride[0] + 1
         self.cols = (sw - tw) // self.stride[1] + 1
+        self._origins: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return self.rows * self.cols
 
     def origins(self) -> np.ndarray:
-        """(count, 2) int: each tile's top-left (x, y) in source-frame pixels, row-major."""
+        """(count, 2) int: each tile's top-left (x, y) in source-frame pixels, row-major (the
+        same array for every frame: do not modify it)."""
+        if self._origins is None:
+            self._origins = self._grid()
+            self._origins.flags.writeable = False
+        return self._origins
+
+    def _grid(self) -> np.ndarray:
         fy, fx = self._factors()
         ys = np.arange(self.rows) * self.stride[0] / fy + self.roi.y
         xs = np.arange(self.cols) * self.stride[1] / fx + self.roi.x
