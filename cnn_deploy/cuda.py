@@ -33,7 +33,7 @@ CUDA_API = (
     "cudaStreamEndCapture", "cudaGraphInstantiateWithFlags", "cudaGraphLaunch",
     "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaDriverGetVersion", "cudaRuntimeGetVersion",
     "cudaDeviceGetPCIBusId", "cudaMemGetInfo", "cudaSetDevice", "cudaEventCreateWithFlags",
-    "cudaEventBlockingSync", "cudaStreamWaitEvent",
+    "cudaEventBlockingSync", "cudaStreamWaitEvent", "cudaEventDisableTiming",
 )
 _NO_GPU = ("cudaErrorNoDevice", "cudaErrorInsufficientDriver")
 _COPY_KINDS = {"h2d": "cudaMemcpyHostToDevice", "d2h": "cudaMemcpyDeviceToHost",
@@ -192,13 +192,15 @@ class Stream(_Owned):
 class Event(_Owned):
     """A timing event; ``record`` it on a stream, then ``elapsed_ms(start, end)``. ``blocking``:
     waiting on it sleeps the host thread (cudaEventBlockingSync, trtexec's default) instead of
-    spinning (trtexec --useSpinWait)."""
+    spinning (trtexec --useSpinWait). ``timing=False``: an event only for ordering streams
+    (cudaEventDisableTiming: cheaper to record and wait on)."""
 
-    def __init__(self, blocking: bool = False) -> None:
+    def __init__(self, blocking: bool = False, timing: bool = True) -> None:
         rt = runtime()
-        if blocking:
-            self.raw: Any = check(rt.cudaEventCreateWithFlags(rt.cudaEventBlockingSync),
-                                  "cudaEventCreateWithFlags")
+        if blocking or not timing:  # an event only for ordering skips the timestamp
+            flags = (int(rt.cudaEventBlockingSync) if blocking else 0) | (
+                0 if timing else int(rt.cudaEventDisableTiming))
+            self.raw: Any = check(rt.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
         else:
             self.raw = check(rt.cudaEventCreate(), "cudaEventCreate")
 

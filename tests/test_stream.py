@@ -538,4 +538,91 @@ def test_a_gpu_runner_copies_the_next_batch_in_while_one_computes() -> None:
     np.testing.assert_array_equal(result.labels, np.arange(250) % 10)
     assert [line.split(" ", 1)[0] + " " + line.rsplit(" ", 1)[-1] for line in log] == [
         "submit 0", "submit 1", "collect 0", "submit 0", "collect 1", "collect 0"]
-    assert result.stages_ms["stage"] >= 0 and result.stages_ms["infer"] >= 0
+    assert set(result.stages_ms) == {"tile", "stage", "infer", "d2h", "post"}
+
+
+class SlowTwoSlots:
+    """A 2-slot 'GPU' runner: a batch's result is ready 20 ms after its submit (the first
+    batch ever, a 300 ms warm-up). Logs submits and collects."""
+
+    def __new__(cls, log: list[str]) -> Any:
+        from fakes import FakeClockRunner
+
+        class Runner(FakeClockRunner):
+            device = "cuda"
+
+            def slots(self) -> int:
+                return 2
+
+            def submit(self, x: np.ndarray, slot: int) -> Any:
+                log.append(f"submit {int(x[0, 0, 0, 0])}")
+                delay = 0.3 if not any(e.startswith("collect") for e in log) else 0.02
+                logits = np.zeros((len(x), 10), dtype=np.float32)
+                logits[:, int(x[0, 0, 0, 0]) % 10] = 5
+                return (time.monotonic() + delay, logits, int(x[0, 0, 0, 0]))
+
+            def collect(self, handle: Any) -> np.ndarray:
+                time.sleep(max(0.0, handle[0] - time.monotonic()))
+                log.append(f"collect {handle[2]}")
+                return np.asarray(handle[1])
+
+        return Runner([1.0])
+
+
+class Frames(Source):
+    """``count`` 28x28 frames, frame i filled with i (a file: every frame, no pacing)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(SourceInfo("frames", "file", False, 30.0, count))
+        self.count, self.made = count, 0
+
+    def read(self) -> np.ndarray | None:
+        if self.made >= self.count:
+            return None
+        self.made += 1
+        return np.full((28, 28), self.made - 1, dtype=np.uint8)
+
+
+def test_a_gpu_stream_queues_the_next_frame_before_collecting_the_last() -> None:
+    log: list[str] = []
+    with TileClassifier(SlowTwoSlots(log), name="fake.plan") as clf:
+        run = run_stream(Frames(6), clf, StreamConfig(bare=False, capture_thread=True))
+    assert run.frames == 6 and run.capture == "thread"
+    timed = log[log.index("collect 0") + 1:]  # after the warm-up of frame 0
+    # frame k + 1 is submitted before frame k is collected whenever it was already waiting
+    assert timed.index("submit 2") < timed.index("collect 1")
+    assert [e for e in timed if e.startswith("collect")] == [f"collect {k}" for k in range(6)]
+    # the 300 ms warm-up is neither frame 0's latency nor its wait
+    assert run.latency_ms[0] < 200 and run.stages_ms["wait"][0] < 200
+
+
+def test_the_record_survives_a_sink_that_fails_mid_run(trained: Trained, videos: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    import io
+
+    from cnn_deploy.results import store
+    from cnn_deploy.results.records import Writer
+    from cnn_deploy.stream.sinks import JsonlSink
+
+    class ClosedAfterTwo(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.getvalue().count("\n") >= 2:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    results = tmp_path / "r.jsonl"
+    with TileClassifier.from_path(trained.onnx) as clf, \
+            pytest.raises(StreamError, match="reader went away"):
+        run_stream(open_source(str(videos["ffv1"])), clf, StreamConfig(),
+                   [JsonlSink(ClosedAfterTwo())], writer=Writer(results))
+    (record,) = store.read(results).records
+    assert record["frames"] == 2 and record["ended"].startswith("failed after 2 frames")
+    assert record["bare"] is None
+
+
+def test_realtime_deadline_follows_the_pace_not_the_file_rate(trained: Trained,
+                                                             videos: dict[str, Path]) -> None:
+    with TileClassifier.from_path(trained.onnx) as clf:
+        run = run_stream(open_source(str(videos["ffv1"])), clf,
+                         StreamConfig(bare=False, realtime=True, fps=50.0))
+    assert run.deadline_ms == pytest.approx(20.0) and run.frames + run.dropped == FRAMES

@@ -124,3 +124,26 @@ def test_a_larger_batch_grows_a_slot_after_its_last_copy_out(gpu: list[str]) -> 
     slot.ensure(8, {"x": 128}, None)
     assert log == ["host waits drained"] and all(b.closed for b in old)
     assert slot.capacity == 8 and slot.host["x"].nbytes == 128
+
+
+def test_stream_ordered_buffers_are_ready_before_the_input_stream_touches_them(
+        gpu: list[str]) -> None:
+    """cudaMallocAsync memory belongs to the compute stream until it is synchronised."""
+    log = gpu
+    slot = trt_slots.Slot(tuple(Event(n, log) for n in ("copied", "computed", "drained")))
+
+    class Compute(Stream):
+        def synchronize(self) -> None:
+            self.log.append("compute synchronised")
+
+    slot.ensure(4, {"x": 64, "y": 160}, Compute("compute", log))
+    assert log == ["compute synchronised"]
+
+
+def test_tensorrt_refuses_to_classify_without_transfers(tmp_path: Any) -> None:
+    from cnn_deploy.backends.tensorrt import TrtRunner
+    from cnn_deploy.errors import BenchError
+
+    runner = TrtRunner(tmp_path / "net.plan", {"transfers": False})
+    with pytest.raises(BenchError, match="transfers=false times the compute alone"):
+        runner.infer(np.zeros((1, 1, 28, 28), np.float32))

@@ -397,6 +397,12 @@ class TrtRunner(Runner):
             timer.mark("d2h", out_stream)
         return self._outputs[0].view
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        if not self.options["transfers"]:
+            raise BenchError("-o tensorrt.transfers=false times the compute alone: the outputs "
+                             "never come back, so nothing can be classified or checked; drop it")
+        return super().infer(x)
+
     # -- double-buffered batches (a stream): trt_slots ------------------------------------
     def slots(self) -> int:
         return 2 if self.options["transfers"] else 1
@@ -409,6 +415,8 @@ class TrtRunner(Runner):
         if self.slots() == 1:
             return super().submit(x, slot)
         self.check_input(x)
+        if self._graph is not None:  # captured for other addresses: stage() captures anew
+            self._drop_graph()
         if not self._slots:
             self._slots = trt_slots.make_slots(self.slots(), blocking=not self.options["spin"])
         context, first = self._context, self._inputs[0]

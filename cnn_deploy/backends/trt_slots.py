@@ -55,6 +55,8 @@ class Slot:
         for name, size in nbytes.items():
             self.host[name] = cuda.HostBuffer(size)
             self.device[name] = cuda.DeviceBuffer(size, stream)
+        if stream is not None:  # stream-ordered memory, first touched on the input stream
+            stream.synchronize()
         self.capacity = batch
 
     def free(self) -> None:
@@ -71,8 +73,10 @@ class Slot:
 def make_slots(count: int, blocking: bool) -> list[Slot]:
     from cnn_deploy import cuda
 
-    return [Slot((cuda.Event(blocking), cuda.Event(blocking), cuda.Event(blocking)))
-            for _ in range(count)]
+    def event() -> Any:
+        return cuda.Event(blocking, timing=False)  # ordering only: no timestamps
+
+    return [Slot((event(), event(), event())) for _ in range(count)]
 
 
 def submit(slot: Slot, x: np.ndarray, *, input_name: str, input_dtype: np.dtype,

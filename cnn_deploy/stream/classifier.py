@@ -57,6 +57,25 @@ class FrameResult:
 
 
 @dataclass
+class _Flight:
+    """A frame between submit and its last batch's collect."""
+
+    index: int
+    prepared: Any
+    labels: np.ndarray
+    confidence: np.ndarray
+    stages: dict[str, float] = field(
+        default_factory=lambda: {"stage": 0.0, "infer": 0.0, "d2h": 0.0, "post": 0.0})
+    left: int = 0
+    tag: Any = None
+
+    def result(self) -> FrameResult:
+        tiler = self.prepared.tiler
+        return FrameResult(self.index, self.labels, self.confidence, tiler.origins(),
+                           tiler.source_tile, (tiler.rows, tiler.cols), self.stages)
+
+
+@dataclass
 class Prepared:
     """A frame's tiles, cut (the capture thread does this ahead of inference)."""
 
@@ -75,7 +94,8 @@ class TileClassifier:
         self._tilers: dict[tuple[int, int], Tiler] = {}
         self._limits: tuple[int, int] | None = None
         self._fixed: int | None = None
-        self._exit: contextlib.ExitStack | None = None
+        self._pending: deque[tuple[_Flight, int, int, Any]] = deque()  # batches in flight
+        self._next_slot = 0
         if batch is not None and batch < 1:
             raise StreamError(f"--batch {batch}: must be at least 1")
 
@@ -139,6 +159,7 @@ class TileClassifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._pending.clear()  # the runner's exit waits for what is still on the GPU
         self.runner.__exit__(*exc)
 
     def _settle_batch(self) -> None:
@@ -203,50 +224,71 @@ class TileClassifier:
             out.append((start, n, chunk))
         return out
 
+    @property
+    def overlaps(self) -> bool:
+        """The runner keeps several batches in flight (a GPU): use :meth:`submit`/:meth:`drain`
+        to overlap one frame's copy-in with the previous frame's compute."""
+        return self.runner.slots() > 1
+
+    @property
+    def in_flight(self) -> int:
+        """Frames submitted and not yet finished."""
+        return len({id(flight) for flight, *_ in self._pending})
+
     def infer(self, prepared: Prepared, index: int = 0) -> FrameResult:
         """Classify prepared tiles in batches; stage times in ``stages_ms``. Where the runner
         keeps several batches in flight (a GPU), batch k + 1 is copied in while k computes."""
+        if self.overlaps:
+            finished = [*self.submit(prepared, index), *self.drain()]
+            return next(result for result, _ in finished if result.index == index)
         tiles = prepared.tiles
         count = int(tiles.shape[0])
-        stages = {"stage": 0.0, "infer": 0.0, "d2h": 0.0, "post": 0.0}
-        labels = np.empty(count, dtype=np.int64)
-        confidence = np.empty(count, dtype=np.float32)
-        batches = self._batches(tiles)
+        flight = _Flight(index, prepared, np.empty(count, np.int64), np.empty(count, np.float32))
+        self._infer_in_turn(self._batches(tiles), flight.labels, flight.confidence, flight.stages)
+        return flight.result()
+
+    def submit(self, prepared: Prepared, index: int = 0, tag: Any = None) -> list[tuple[FrameResult, Any]]:
+        """Queue a frame's batches on a runner with several slots: each waits only for the
+        oldest batch in flight to free its slot, so its copy-in overlaps earlier compute.
+        Returns the frames (with their ``tag``) that finished while making room, oldest first.
+        ``stage``: host time to fill and enqueue; ``infer``: waiting for outputs (copy-out
+        included); ``post``: top-1."""
         slots = self.runner.slots()
-        if slots > 1 and len(batches) > 1:
-            self._infer_overlapped(batches, slots, labels, confidence, stages)
-        else:
-            self._infer_in_turn(batches, labels, confidence, stages)
-        tiler = prepared.tiler
-        return FrameResult(index, labels, confidence, tiler.origins(), tiler.source_tile,
-                           (tiler.rows, tiler.cols), stages)
+        tiles = prepared.tiles
+        count = int(tiles.shape[0])
+        flight = _Flight(index, prepared, np.empty(count, np.int64), np.empty(count, np.float32),
+                         tag=tag)
+        batches = self._batches(tiles)
+        flight.left = len(batches)
+        done: list[tuple[FrameResult, Any]] = []
+        for start, n, chunk in batches:
+            if len(self._pending) >= slots:
+                done.extend(self._retire())  # frees the slot this batch takes
+            t0 = time.perf_counter_ns()
+            handle = self.runner.submit(chunk, self._next_slot)
+            self._next_slot = (self._next_slot + 1) % slots
+            flight.stages["stage"] += (time.perf_counter_ns() - t0) / 1e6
+            self._pending.append((flight, start, n, handle))
+        return done
 
-    def _infer_overlapped(self, batches: list[tuple[int, int, np.ndarray]], slots: int,
-                          labels: np.ndarray, confidence: np.ndarray,
-                          stages: dict[str, float]) -> None:
-        """Submit up to ``slots`` batches ahead; ``stage``: host time to fill and enqueue,
-        ``infer``: waiting for a batch's outputs (its copy-out included), ``post``: top-1."""
-        clock = time.perf_counter_ns
-        pending: deque[tuple[int, int, Any]] = deque()
+    def drain(self) -> list[tuple[FrameResult, Any]]:
+        """Wait for every batch in flight; the frames they finish, oldest first."""
+        done: list[tuple[FrameResult, Any]] = []
+        while self._pending:
+            done.extend(self._retire())
+        return done
 
-        def retire() -> None:
-            start, n, handle = pending.popleft()
-            t0 = clock()
-            logits = self.runner.collect(handle)
-            t1 = clock()
-            lab, conf = _top1(np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:n])
-            labels[start:start + n], confidence[start:start + n] = lab, conf
-            stages["infer"] += (t1 - t0) / 1e6
-            stages["post"] += (clock() - t1) / 1e6
-
-        for k, (start, n, chunk) in enumerate(batches):
-            if len(pending) == slots:
-                retire()  # its slot is the one batch k reuses
-            t0 = clock()
-            pending.append((start, n, self.runner.submit(chunk, k % slots)))
-            stages["stage"] += (clock() - t0) / 1e6
-        while pending:
-            retire()
+    def _retire(self) -> list[tuple[FrameResult, Any]]:
+        flight, start, n, handle = self._pending.popleft()
+        t0 = time.perf_counter_ns()
+        logits = self.runner.collect(handle)
+        t1 = time.perf_counter_ns()
+        lab, conf = _top1(np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:n])
+        flight.labels[start:start + n], flight.confidence[start:start + n] = lab, conf
+        flight.stages["infer"] += (t1 - t0) / 1e6
+        flight.stages["post"] += (time.perf_counter_ns() - t1) / 1e6
+        flight.left -= 1
+        return [(flight.result(), flight.tag)] if flight.left == 0 else []
 
     def _infer_in_turn(self, batches: list[tuple[int, int, np.ndarray]], labels: np.ndarray,
                        confidence: np.ndarray, stages: dict[str, float]) -> None:

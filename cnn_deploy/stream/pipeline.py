@@ -34,7 +34,7 @@ from cnn_deploy.errors import CnnDeployError, StreamError
 from cnn_deploy.results.records import Writer
 from cnn_deploy.stream.classifier import TileClassifier
 from cnn_deploy.stream.sinks import Sink
-from cnn_deploy.stream.sources import Capture, Source, SourceInfo
+from cnn_deploy.stream.sources import Capture, Captured, Source, SourceInfo
 
 STAGES = ("capture", "tile", "wait", "stage", "infer", "d2h", "post", "sink")
 BARE_TIMING = TimingConfig(warmup_ms=100.0, min_duration_ms=1000.0, min_iterations=10)
@@ -132,76 +132,122 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
                clock: Callable[[], int] = time.perf_counter_ns) -> StreamRun:
     """Run ``source`` through ``classifier`` (already entered) into ``sinks``; see the module."""
     info = source.info
-    live = info.live or config.realtime
-    deadline = config.deadline_ms
-    if deadline is None and live:
-        rate = info.fps or config.fps  # what the camera granted before what was asked
-        deadline = 1000.0 / rate if rate else None
     runner = classifier.runner
-    run = StreamRun(info, classifier.name, runner.label, runner.backend,
-                    dict(runner.options), deadline, notes=list(classifier.notes))
     threaded = config.capture_thread
     if threaded is None:  # a CPU backend keeps the cores busy: a thread would only compete
         threaded = runner.device != "cpu"
     capture = Capture(source, depth=config.depth, realtime=config.realtime, fps=config.fps,
                       max_frames=config.max_frames, prepare=classifier.prepare, threaded=threaded,
                       clock=clock)
+    deadline = config.deadline_ms
+    if deadline is None and capture.live:  # the pace of --realtime, else what the camera granted
+        rate = capture.pace_fps or info.fps or config.fps
+        deadline = 1000.0 / rate if rate else None
+    run = StreamRun(info, classifier.name, runner.label, runner.backend,
+                    dict(runner.options), deadline, notes=list(classifier.notes))
     run.capture = "thread" if capture.threaded else "inline"
-    last_tiles: np.ndarray | None = None
+    state = _Loop(run, classifier, capture, sinks, config, on_frame, clock, live=capture.live)
     try:
         with capture:
             first = capture.prime()
             if first is not None:  # as a deployment would: one-off first-run costs untimed
+                t0 = clock()
                 classifier.infer(first.prepared, first.index)
+                warm = clock() - t0
+                first.read_ns += warm  # the warm-up is not frame 0's latency
+                first.arrived_ns += warm
             # frame 0 was read and cut before the clock started: count that time in
-            start = clock() - (int(first.decode_ms * 1e6 + first.prepare_ms * 1e6) if first else 0)
+            state.start = clock() - (int(first.decode_ms * 1e6 + first.prepare_ms * 1e6) if first else 0)
             capture.start()
-            while config.max_frames is None or run.frames < config.max_frames:
-                item = capture.get()
-                if item is None:
-                    break
-                got = clock()
-                result = classifier.infer(item.prepared, item.index)
-                t_sink = clock()
-                for sink in sinks:
-                    sink.write(item.image, result)
-                done = clock()
-                if run.frames == 0:
-                    _describe(run, classifier, item.prepared.tiler)
-                last_tiles = item.prepared.tiles
-                ready = max(item.arrived_ns + int(item.prepare_ms * 1e6), start)
-                _add(run, {"capture": item.decode_ms, "tile": item.prepare_ms,
-                           "wait": (got - ready) / 1e6, **result.stages_ms,
-                           "sink": (done - t_sink) / 1e6})
-                # live: from the frame's arrival (a read waits for it); a file: from the read
-                latency = (done - (item.arrived_ns if live else item.read_ns)) / 1e6
-                run.latency_ms.append(latency)
-                run.misses += deadline is not None and latency > deadline
-                run.frames += 1
-                run.tiles += len(result.labels)
-                run.wall_ms = (done - start) / 1e6
-                run.dropped = capture.dropped
-                if on_frame is not None:
-                    on_frame(run)
-                if config.duration_s is not None and run.wall_ms >= config.duration_s * 1000:
-                    run.ended = f"duration limit ({config.duration_s:g} s)"
-                    break
+            state.loop()
         if capture.error is not None:
             _source_broke(run, capture.error)
         elif config.max_frames is not None and run.frames >= config.max_frames:
             run.ended = f"frame limit ({config.max_frames})"
     except KeyboardInterrupt:
         run.interrupted, run.ended = True, "interrupted (Ctrl-C)"
-    except CnnDeployError as exc:  # a sink or the backend failed mid-run: keep what was done
+    except Exception as exc:  # a sink or the backend failed mid-run: keep what was done
         if not run.frames:
             raise
         run.ended = f"failed after {run.frames} frames: {exc}"
         _finish(run, source, classifier, sinks, None, config, writer)
         raise
-    _finish(run, source, classifier, sinks, last_tiles, config, writer)
+    _finish(run, source, classifier, sinks, state.last_tiles, config, writer)
     if run.frames == 0 and not run.interrupted:
         raise StreamError(f"{info.text} gave no frame: {_why_empty(info.kind)}")
     return run
+
+
+@dataclass
+class _Loop:
+    """The consumer's side: frames in, results out, every figure kept per frame."""
+
+    run: StreamRun
+    classifier: TileClassifier
+    capture: Capture
+    sinks: Sequence[Sink]
+    config: StreamConfig
+    on_frame: Callable[[StreamRun], None] | None
+    clock: Callable[[], int]
+    live: bool
+    start: int = 0
+    last_tiles: np.ndarray | None = None
+
+    def loop(self) -> None:
+        """Frame by frame; on a runner with several slots (a GPU) the next frame's batches are
+        queued before the last frame is collected whenever the next frame is already waiting,
+        so its copy-in overlaps the compute (a live source idle between frames is not held)."""
+        classifier, limit = self.classifier, self.config.max_frames
+        while limit is None or self.run.frames + classifier.in_flight < limit:
+            item = self.capture.get()
+            if item is None:
+                break
+            got = self.clock()
+            if not classifier.overlaps:
+                if self.finish(item, classifier.infer(item.prepared, item.index), got):
+                    return
+                continue
+            for result, (done_item, done_got) in classifier.submit(item.prepared, item.index,
+                                                                   (item, got)):
+                if self.finish(done_item, result, done_got):
+                    return
+            if not self.capture.waiting():
+                for result, (done_item, done_got) in classifier.drain():
+                    if self.finish(done_item, result, done_got):
+                        return
+        for result, (done_item, done_got) in classifier.drain():
+            if self.finish(done_item, result, done_got):
+                return
+
+    def finish(self, item: Captured, result: Any, got: int) -> bool:
+        """Sinks and bookkeeping for one classified frame; True: stop (the time limit)."""
+        run, clock = self.run, self.clock
+        t_sink = clock()
+        for sink in self.sinks:
+            sink.write(item.image, result)
+        done = clock()
+        if run.frames == 0:
+            _describe(run, item.prepared.tiler)
+            run.batch = self.classifier.batch_for(item.prepared.tiler.count)
+        self.last_tiles = item.prepared.tiles
+        ready = max(item.arrived_ns + int(item.prepare_ms * 1e6), self.start)
+        _add(run, {"capture": item.decode_ms, "tile": item.prepare_ms, "wait": (got - ready) / 1e6,
+                   **result.stages_ms, "sink": (done - t_sink) / 1e6})
+        # live: from the frame's arrival (a read waits for it); a file: from the read
+        latency = (done - (item.arrived_ns if self.live else item.read_ns)) / 1e6
+        run.latency_ms.append(latency)
+        run.misses += run.deadline_ms is not None and latency > run.deadline_ms
+        run.frames += 1
+        run.tiles += len(result.labels)
+        run.wall_ms = (done - self.start) / 1e6
+        run.dropped = self.capture.dropped
+        if self.on_frame is not None:
+            self.on_frame(run)
+        duration = self.config.duration_s
+        if duration is not None and run.wall_ms >= duration * 1000:
+            run.ended = f"duration limit ({duration:g} s)"
+            return True
+        return False
 
 
 def _why_empty(kind: str) -> str:
@@ -214,8 +260,7 @@ def _why_empty(kind: str) -> str:
             }.get(kind, "its first frame could not be decoded (a damaged or unsupported file?)")
 
 
-def _describe(run: StreamRun, classifier: TileClassifier, tiler: Any) -> None:
-    run.batch = classifier.batch_for(tiler.count)
+def _describe(run: StreamRun, tiler: Any) -> None:
     run.grid = {"rows": tiler.rows, "cols": tiler.cols, "tile": list(tiler.tile),
                 "stride": list(tiler.stride), "roi": str(tiler.roi), "scale": tiler.config.scale,
                 "pixel_scale": tiler.config.pixel_scale,

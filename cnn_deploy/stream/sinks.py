@@ -38,8 +38,14 @@ class JsonlSink(Sink):
         self.out = out
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
-        self.out.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
-        self.out.flush()
+        try:
+            self.out.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            raise StreamError("the JSON lines' reader went away (a closed pipe, e.g. `| head`): "
+                              "the frames so far are in the record") from None
+        except OSError as exc:
+            raise StreamError(f"cannot write the JSON lines ({exc.strerror or exc})") from None
 
 
 def check_out(path: Path) -> str:
@@ -82,7 +88,12 @@ class AnnotatedSink(Sink):
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         cv2 = import_cv2()
-        frame = annotate(image, result, self.min_confidence)
+        try:
+            self._write(cv2, annotate(image, result, self.min_confidence), result)
+        except cv2.error as exc:
+            raise StreamError(f"OpenCV could not write {self.path}: {str(exc).strip()[-200:]}") from None
+
+    def _write(self, cv2: Any, frame: np.ndarray, result: FrameResult) -> None:
         if self.kind == "folder":
             target = self.path / f"frame_{result.index:06d}.png"
             if not cv2.imwrite(str(target), frame):

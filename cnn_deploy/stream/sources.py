@@ -89,22 +89,29 @@ class _CaptureSource(Source):
         self._capture = capture
         self._lock = threading.Lock()  # never release() under a read() in another thread
         self._closed = False
+        self._close_pending = False
 
     def read(self) -> np.ndarray | None:
         with self._lock:
             if self._closed:
                 return None
             ok, frame = self._capture.read()
+            if self._close_pending:  # close() gave up waiting for this read: release now
+                self._closed = True
+                self._capture.release()
+                return None
         return frame if ok and frame is not None and frame.size else None
 
     def close(self) -> None:
-        if self._lock.acquire(timeout=2.0):  # a read blocked for good keeps its capture
+        if self._lock.acquire(timeout=2.0):
             try:
                 if not self._closed:
                     self._closed = True
                     self._capture.release()
             finally:
                 self._lock.release()
+        else:  # a read is blocked (a stalled camera): it releases the capture when it returns
+            self._close_pending = True
 
 
 class _ImagesSource(Source):
@@ -326,6 +333,7 @@ class Capture:
         self._cond = threading.Condition()
         self._done = False
         self._started_ns = 0
+        self._begun = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -346,9 +354,14 @@ class Capture:
         return item
 
     def start(self) -> None:
-        """Start reading ahead (threaded); the pace of ``realtime`` counts from ``prime``."""
-        if not self._started_ns:
-            self._started_ns = self._clock()
+        """Start reading ahead (threaded); ``realtime`` paces from now, as if the frames read
+        so far (``prime``) had come on time."""
+        if self._begun:
+            return
+        self._begun = True
+        self._started_ns = self._clock()
+        if self.pace_fps:
+            self._started_ns -= int(self.read_frames * 1e9 / self.pace_fps)
         if self.threaded and not self._done and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="cnndeploy-capture",
                                             daemon=True)
@@ -412,9 +425,13 @@ class Capture:
             self._queue.append(item)
             self._cond.notify_all()
 
+    def waiting(self) -> bool:
+        """A frame is already read and waiting (the consumer will not wait for the next)."""
+        return bool(self._queue)
+
     def get(self) -> Captured | None:
         """The next frame (the newest, live), waiting for it; None once the source is done."""
-        if self._thread is None and not self._done:
+        if not self._begun:
             self.start()
         if not self.threaded:
             if self._queue:
