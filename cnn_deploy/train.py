@@ -189,7 +189,8 @@ def load_checkpoint(path: Path) -> tuple[NetSpec, nn.Module, dict[str, Any]]:
         raise ModelError(f"no checkpoint at {path}: train one with `cnndeploy train <net>`")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            IndexError, TypeError, AttributeError) as exc:  # garbage makes the unpickler fail anyhow
         raise ModelError(
             f"{path} is not a readable cnn_deploy checkpoint ({_load_reason(exc)}): "
             "retrain it with `cnndeploy train <net>`"

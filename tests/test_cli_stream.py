@@ -238,6 +238,16 @@ def test_bad_input(trained: Trained, video: Path, tmp_path: Path, results: Path)
     a_file.write_text("x")
     plain = tmp_path / "plain"
     plain.write_text("x")
+    existing = tmp_path / "existing.mp4"
+    existing.write_text("keep me")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("keep me")
+    pngs = tmp_path / "pngs"
+    synth.write_video(synth.digit_frames(trained.data.test_images, trained.data.test_labels, 1),
+                      pngs, "png")
+    junk_pt = tmp_path / "junk.pt"
+    junk_pt.write_text("junk\n")
     plan = tmp_path / "lenet_1c1f_fp16.plan"
     plan.write_bytes(b"not an engine")
     cases: list[tuple[tuple[Any, ...], str]] = [
@@ -270,9 +280,78 @@ def test_bad_input(trained: Trained, video: Path, tmp_path: Path, results: Path)
         ((video, *model, "-b", "onnxruntime", "-o", "openvino.hint=latency"), "one backend"),
         ((video, *model, "-o", "onnxruntime.threads=-3"), "at least 1"),
         ((video, *model, "--min-confidence", 2), "within 0..1"),
+        ((video, *model, "--out", video), "would overwrite the source"),
+        ((pngs, *model, "--out", pngs / "annotated"), "would overwrite the source"),
+        ((video, *model, "--out", existing), "exists: choose another path or add --force"),
+        ((video, *model, "--out", full), "holds files: choose a new folder or add --force"),
+        ((video, *model, "--out", ""), "not the current folder"),
+        ((video, *model, "--stride", 1), r"277,689 tiles .* raise --stride"),
+        ((video, *model, "--scale", 50), r"megapixels\): lower --scale"),
+        ((video, *model, "--timeout", 1e12), "at most 3600"),
+        ((video, *model, "--pixel-scale", 1e308), "at most"),
+        ((video, *model, "--realtime", "--fps", 0.001), "at least 0.1"),
+        ((video, "--model", junk_pt), "not a readable cnn_deploy checkpoint"),
+        ((video, "--model", seg_model(tmp_path)), r"output is \(.*\): stream needs class scores"),
     ]
     for args, match in cases:
         assert_fails(*args, match=match, results=results)
+    assert existing.read_text() == "keep me" and (full / "notes.txt").read_text() == "keep me"
+    before = trained.onnx.read_bytes()
+    result = cli(video, *model, "--results", trained.onnx, code=1)  # appending would damage it
+    assert "not a JSON-lines results file" in result.stderr and trained.onnx.read_bytes() == before
+    assert video.stat().st_size > 1000
+
+
+def seg_model(folder: Path) -> Path:
+    """A model whose output is an image (N, 2, 28, 28), not class scores."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 28, 28])
+    graph = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], "g", [x], [y])
+    path = folder / "seg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_force_lets_out_replace_a_video(trained: Trained, video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "annotated.avi"
+    out.write_text("old")
+    cli(video, "--model", trained.onnx, "--out", out, "--force", "--frames", 1, "--no-save",
+        "--no-bare")
+    assert out.stat().st_size > 1000
+
+
+def test_data_video_bad_input(tmp_path: Path) -> None:
+    made = tmp_path / "made.mkv"
+    made.write_text("keep me")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.png").write_text("mine")
+    cases: list[tuple[tuple[Any, ...], str]] = [
+        ((made,), "exists: choose another path or add --force"),
+        ((mixed, "--force"), "other files in it"),
+        (("", "--force"), "give a file name"),
+        ((tmp_path / "x.gif",), "give a .mkv, .avi or .mp4 path"),
+        ((tmp_path / "no" / "x.mkv",), "does not exist: create it first"),
+        ((tmp_path / "x.mkv", "--size", "100000x100000"), "within 28..8192"),
+        ((tmp_path / "x.mkv", "--size", "0x0"), "within 28..8192"),
+        ((tmp_path / "x.mkv", "--size", "abc"), "WIDTHxHEIGHT"),
+        ((tmp_path / "x.mp4", "--size", "641x481", "--codec", "h264"), "even width and height"),
+        ((tmp_path / "x.mkv", "--fps", "0.0001"), "1..1000"),
+        ((tmp_path / "x.mkv", "--frames", 0), "1..100000"),
+        ((tmp_path / "x.mkv", "--offset", "a,b"), "X,Y"),
+        ((tmp_path / "x.mkv", "--codec", "vp9"), "choose one of"),
+        (("/dev/null", "--force"), "not a regular file or folder"),
+    ]
+    for args, match in cases:
+        result = runner.invoke(app, ["data", "video", *(str(a) for a in args)])
+        assert "Traceback" not in result.output, args
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.count("error:") == 1 and re.search(match, result.stderr), (args, result.stderr)
+    assert made.read_text() == "keep me" and (mixed / "a.png").read_text() == "mine"
+    assert not list(Path("/dev").glob(".null.part*"))
 
 
 def test_unwritable_results_fail_before_any_frame(trained: Trained, video: Path,
@@ -281,3 +360,28 @@ def test_unwritable_results_fail_before_any_frame(trained: Trained, video: Path,
     folder.mkdir()
     result = cli(video, "--model", trained.onnx, "--results", folder, code=1)
     assert "error:" in result.stderr and "stream" not in result.stdout
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_end_with_the_table_and_the_record(trained: Trained, still: Path,
+                                                               tmp_path: Path, signame: str,
+                                                               code: int) -> None:
+    import os
+    import signal
+    import sys
+
+    results = tmp_path / "r.jsonl"
+    results.write_text('{"schema": 1, "kind": "bench", "earlier": true}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy", "stream", str(still), "--model",
+                             str(trained.onnx), "--realtime", "--fps", "10", "--results", str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "120"})
+    time.sleep(6)  # loaded, and a few frames at 10 fps
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in out + err and "fps sustained" in out
+    lines = results.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["earlier"]
+    record = json.loads(lines[1])
+    assert record["kind"] == "stream" and record["frames"] > 0 and record["ended"].startswith("interrupted")

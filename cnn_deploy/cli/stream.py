@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -56,6 +57,8 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per frame on stdout "
                        "(every tile's x, y, label, confidence); the table goes to stderr.")]
         = False,
+    force: Annotated[bool, typer.Option(help="Let --out replace an existing video or write "
+                     "into a folder that holds files.")] = False,
     bare: Annotated[bool, typer.Option("--bare/--no-bare", help="Time the model bare at the "
                     "same batch afterwards, for the pipeline-vs-bare ratio.")] = True,
     results: Annotated[Path, typer.Option(help="JSONL file the stream record is appended to.")]
@@ -83,31 +86,43 @@ def stream(
         roi, scale, pixel_scale, batch,
         StreamConfig(realtime=realtime, fps=fps, max_frames=frames, duration_s=duration,
                      deadline_ms=deadline_ms, bare=bare),
-        timeout, out, min_confidence, None if no_save else results)
+        timeout, out, min_confidence, None if no_save else results, force)
     console = render.err if as_json else render.out
     progress = render.FrameProgress(render.err)
+
+    shown: list[str] = []
 
     def on_start(started: stream_job.Started) -> None:
         render.note(f"{started.source.kind} {started.source.text} -> {started.model} on "
                     f"{started.backend}")
         for line in started.notes:
             render.note(line)
+        shown.extend(started.notes)
         progress.start(started.source.frames if not started.source.live else None)
 
+    terminated: list[int] = []
+
+    def on_term(signum: int, frame: Any) -> None:  # `docker stop`, `timeout`: end as Ctrl-C does
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         run = stream_job.run(task, jsonl=sys.stdout if as_json else None, on_start=on_start,
                              on_frame=progress.update)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         progress.stop()
     console.print(stream_table(run))
     console.print(stage_table(run))
-    for line in run.notes:
+    for line in run.notes[len(shown):]:  # the notes from loading were shown at the start
         render.note(line)
     if run.record is not None:
         render.note(f"stream record appended to {results}")
     if run.interrupted:
-        render.note(f"interrupted after {run.frames} frames: the table and the record cover them")
-        raise typer.Exit(130)
+        why = "terminated (SIGTERM)" if terminated else "interrupted"
+        render.note(f"{why} after {run.frames} frames: the table and the record cover them")
+        raise typer.Exit(143 if terminated else 130)
     if run.ended.startswith("source error"):
         render.error(f"the source broke: {run.ended}; the frames before it are in the table"
                      + (" and the record" if run.record is not None else ""))
@@ -123,7 +138,9 @@ def stream_table(run: StreamRun) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     grid = run.grid
-    per_frame = f"{grid['rows']}x{grid['cols']} = {run.tiles // max(run.frames, 1)}" if grid else "-"
+    per_frame = f"{grid['rows']}x{grid['cols']} = {grid['rows'] * grid['cols']}" if grid else "-"
+    if len(run.frame_sizes) > 1:
+        per_frame = f"varies (mean {run.tiles / max(run.frames, 1):.0f})"
     rows = [("frames", f"{run.frames}"), ("tiles per frame", per_frame),
             ("batch", f"{run.batch}"), ("fps sustained", f"{run.fps:.1f}"),
             ("tiles/ms in the pipeline", f"{run.tiles_per_ms:.2f}")]

@@ -42,7 +42,12 @@ def append(path: Path, record: dict[str, Any]) -> None:
 
 
 def check_writable(path: Path) -> None:
-    """Fail early, with the fix, when ``path`` cannot take appended records."""
+    """Fail early, with the fix, when ``path`` cannot take appended records: a folder, a file
+    that cannot be opened for appending, or one that holds something other than JSON lines (a
+    model, a video: appending would damage it)."""
+    if path.is_file() and path.stat().st_size > 0 and not _looks_like_jsonl(path):
+        raise ResultsError(f"{path} is not a JSON-lines results file (it would be damaged by "
+                           "appending): choose a .jsonl path for --results")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab"):
@@ -50,6 +55,21 @@ def check_writable(path: Path) -> None:
     except OSError as exc:
         raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
                            "--results file or fix its permissions") from None
+
+
+def _looks_like_jsonl(path: Path) -> bool:
+    """The first bytes are text starting with a JSON object (records start with '{')."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at 4096 is still text
+        if exc.start < len(head) - 4:
+            return False
+        text = head[:exc.start].decode("utf-8")
+    return text.lstrip().startswith("{")
 
 
 def _ends_with_newline(path: Path) -> bool:

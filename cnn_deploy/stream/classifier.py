@@ -34,6 +34,7 @@ from cnn_deploy.errors import BackendError, StreamError
 from cnn_deploy.stream.tiling import Tiler, TilingConfig
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+DEFAULT_MAX_BATCH = 4096  # a frame's tiles in batches of at most this many unless --batch says
 
 
 @dataclass
@@ -200,7 +201,7 @@ class TileClassifier:
             return min(self.requested_batch, tiles)
         if self._limits is not None:
             return min(tiles, self._limits[1])
-        return tiles
+        return min(tiles, DEFAULT_MAX_BATCH)
 
     # -- one frame ----------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> Prepared:
@@ -283,7 +284,7 @@ class TileClassifier:
         t0 = time.perf_counter_ns()
         logits = self.runner.collect(handle)
         t1 = time.perf_counter_ns()
-        lab, conf = _top1(np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:n])
+        lab, conf = _top1(_scores(logits, n))
         flight.labels[start:start + n], flight.confidence[start:start + n] = lab, conf
         flight.stages["infer"] += (t1 - t0) / 1e6
         flight.stages["post"] += (time.perf_counter_ns() - t1) / 1e6
@@ -294,7 +295,6 @@ class TileClassifier:
                        confidence: np.ndarray, stages: dict[str, float]) -> None:
         clock = time.perf_counter_ns
         for start, n, chunk in batches:
-            need = int(chunk.shape[0])
             t0 = clock()
             staged = self.runner.stage(chunk)
             t1 = clock()
@@ -303,7 +303,7 @@ class TileClassifier:
             t2 = clock()
             logits = self.runner.to_numpy(out)
             t3 = clock()
-            lab, conf = _top1(np.asarray(logits, dtype=np.float32).reshape(need, -1)[:n])
+            lab, conf = _top1(_scores(logits, n))
             labels[start:start + n], confidence[start:start + n] = lab, conf
             t4 = clock()
             for key, a, b in (("stage", t0, t1), ("infer", t1, t2), ("d2h", t2, t3), ("post", t3, t4)):
@@ -352,6 +352,21 @@ def _pixel_scale(target: Target, notes: list[str]) -> float:
     notes.append(f"{target.onnx.name} states no input range: tiles are fed as 0..1 pixels "
                  "(set --pixel-scale if it wants another range)")
     return 1 / 255
+
+
+def _scores(logits: Any, n: int) -> np.ndarray:
+    """The first ``n`` rows of a classifier's output as (n, classes) float32, or why not."""
+    out = np.asarray(logits, dtype=np.float32)
+    if out.ndim == 4 and out.shape[2:] == (1, 1):  # (N, classes, 1, 1) from a conv head
+        out = out[:, :, 0, 0]
+    if out.ndim != 2:
+        raise StreamError(f"the model's output is {tuple(out.shape)}: stream needs class scores "
+                          "(N, classes) per tile, as an image classifier gives")
+    out = out[:n]
+    if not np.isfinite(out).all():
+        raise StreamError("the model's outputs hold NaN or infinity: check --pixel-scale and "
+                          "the model (`cnndeploy bench` on it)")
+    return out
 
 
 def _top1(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

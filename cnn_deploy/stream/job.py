@@ -47,6 +47,7 @@ class StreamJob:
     out: Path | None = None
     min_confidence: float = 0.5
     results: Path | None = None
+    force: bool = False  # --out may replace an existing video or a folder's frames
 
     def tiling(self) -> TilingConfig:
         return TilingConfig(tile=parse_pair(self.tile, "--tile") if self.tile else None,
@@ -63,6 +64,14 @@ class StreamJob:
         for flag, value in positive.items():
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise StreamError(f"{flag} {value}: must be a positive number")
+        limits = {"--timeout": (self.timeout_s, 3600.0), "--pixel-scale": (self.pixel_scale, 1e6),
+                  "--scale": (self.scale, 100.0)}
+        for flag, (value, top) in limits.items():
+            if value is not None and value > top:
+                raise StreamError(f"{flag} {value:g}: at most {top:g}")
+        if c.realtime and c.fps is not None and c.fps < 0.1:
+            raise StreamError(f"--fps {c.fps:g} with --realtime is one frame every "
+                              f"{1 / c.fps:,.0f} s: give at least 0.1")
         if c.max_frames is not None and c.max_frames < 1:
             raise StreamError(f"--frames {c.max_frames}: must be at least 1")
         if self.batch is not None and self.batch < 1:
@@ -81,7 +90,7 @@ class StreamJob:
                               "(or build an engine with `cnndeploy build`)")
         self.tiling()
         if self.out is not None:
-            check_out(self.out)
+            check_out(self.out, source=self.source, force=self.force)
 
 
 @dataclass

@@ -37,6 +37,9 @@ from cnn_deploy.stream.sinks import Sink
 from cnn_deploy.stream.sources import Capture, Captured, Source, SourceInfo
 
 STAGES = ("capture", "tile", "wait", "stage", "infer", "d2h", "post", "sink")
+# A live read that waits longer than this is a stall (the sender paused or stopped; FFmpeg
+# flushes its last frames after --timeout): its wait is left out of the sustained fps.
+STALL_MS = 1000.0
 BARE_TIMING = TimingConfig(warmup_ms=100.0, min_duration_ms=1000.0, min_iterations=10)
 
 
@@ -82,6 +85,8 @@ class StreamRun:
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = None
     capture: str = ""  # thread or inline
+    stalled_ms: float = 0.0  # live reads that waited over STALL_MS: not in wall_ms
+    frame_sizes: list[tuple[int, int]] = field(default_factory=list)  # (h, w) seen, in order
 
     @property
     def fps(self) -> float:
@@ -119,7 +124,9 @@ class StreamRun:
                 "batch": self.batch, "grid": self.grid, "frames": self.frames, "tiles": self.tiles,
                 "dropped": self.dropped, "unreadable": self.unreadable,
                 "deadline_ms": self.deadline_ms, "deadline_misses": self.misses,
-                "wall_ms": self.wall_ms, "fps": self.fps, "tiles_per_ms": self.tiles_per_ms,
+                "wall_ms": self.wall_ms, "stalled_ms": self.stalled_ms,
+                "frame_sizes": [[w, h] for h, w in self.frame_sizes],
+                "fps": self.fps, "tiles_per_ms": self.tiles_per_ms,
                 "bare": bare, "pipeline_vs_bare": self.ratio,
                 "capture": self.capture, "stages": self.stage_stats(),
                 "stage_samples_ms": self.stages_ms,
@@ -172,6 +179,16 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
         run.ended = f"failed after {run.frames} frames: {exc}"
         _finish(run, source, classifier, sinks, None, config, writer)
         raise
+    if run.stalled_ms:
+        run.notes.append(f"the source stalled for {run.stalled_ms / 1000:.1f} s in all (reads over "
+                         f"{STALL_MS / 1000:g} s): left out of fps and tiles/ms")
+    if len(run.frame_sizes) > 1:
+        run.notes.append("the frame size changed: " + ", ".join(f"{w}x{h}" for h, w in
+                                                                 run.frame_sizes[:5])
+                         + " (each size tiled on its own grid; the table shows the first)")
+    if config.fps is not None and not capture.live and not config.realtime:
+        run.notes.append(f"--fps {config.fps:g} paces only --realtime or a camera: this file was "
+                         "read as fast as it decodes")
     _finish(run, source, classifier, sinks, state.last_tiles, config, writer)
     if run.frames == 0 and not run.interrupted:
         raise StreamError(f"{info.text} gave no frame: {_why_empty(info.kind)}")
@@ -231,6 +248,11 @@ class _Loop:
             run.batch = self.classifier.batch_for(item.prepared.tiler.count)
         self.last_tiles = item.prepared.tiles
         ready = max(item.arrived_ns + int(item.prepare_ms * 1e6), self.start)
+        if self.live and item.decode_ms > STALL_MS:  # a live source that stopped sending a while
+            run.stalled_ms += item.decode_ms
+        shape = item.prepared.tiler.frame_hw
+        if shape not in run.frame_sizes:
+            run.frame_sizes.append(shape)
         _add(run, {"capture": item.decode_ms, "tile": item.prepare_ms, "wait": (got - ready) / 1e6,
                    **result.stages_ms, "sink": (done - t_sink) / 1e6})
         # live: from the frame's arrival (a read waits for it); a file: from the read
@@ -239,7 +261,7 @@ class _Loop:
         run.misses += run.deadline_ms is not None and latency > run.deadline_ms
         run.frames += 1
         run.tiles += len(result.labels)
-        run.wall_ms = (done - self.start) / 1e6
+        run.wall_ms = (done - self.start) / 1e6 - run.stalled_ms
         run.dropped = self.capture.dropped
         if self.on_frame is not None:
             self.on_frame(run)
@@ -279,7 +301,7 @@ def _finish(run: StreamRun, source: Source, classifier: TileClassifier, sinks: S
     if source.unreadable:
         run.notes.append(f"{source.unreadable} image(s) could not be decoded and were skipped")
     info = source.info
-    if info.frames and not info.live and run.frames + run.unreadable < info.frames \
+    if info.frames and not info.live and run.frames + run.unreadable + run.dropped < info.frames \
             and run.ended == "end of source":
         run.notes.append(f"the source ended after {run.frames} of the {info.frames} frames its "
                          "header announced (truncated or damaged file?)")

@@ -48,13 +48,26 @@ class JsonlSink(Sink):
             raise StreamError(f"cannot write the JSON lines ({exc.strerror or exc})") from None
 
 
-def check_out(path: Path) -> str:
-    """Refuse an --out that cannot be written, before any work: 'video' or 'folder'."""
+def check_out(path: Path, source: str | None = None, force: bool = False) -> str:
+    """Refuse an --out that cannot be written or would lose data, before any work: the source
+    itself or a path inside it, an existing video or a folder holding files (without
+    ``force``). Returns 'video' or 'folder'."""
+    if not str(path).strip() or path.resolve() == Path.cwd().resolve():
+        raise StreamError("--out needs a video path (.mp4, .avi, .mkv) or a new folder name, "
+                          "not the current folder")
+    if source is not None and Path(source).exists():
+        src, out = Path(source).resolve(), path.resolve()
+        if out == src or src in out.parents:
+            raise StreamError(f"--out {path} would overwrite the source {source}: choose "
+                              "another path")
     suffix = path.suffix.lower()
     if suffix in VIDEO_CODECS:
         if path.is_dir():
             raise StreamError(f"--out {path} is a folder: give a video path ({', '.join(VIDEO_CODECS)}) "
                               "or a folder name without a video suffix")
+        if path.exists() and not force:
+            raise StreamError(f"--out {path} exists: choose another path or add --force to "
+                              "replace it")
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise StreamError(f"--out {path}: folder {parent} does not exist; create it first")
@@ -66,6 +79,9 @@ def check_out(path: Path) -> str:
                           "for annotated PNG frames")
     if path.exists() and not path.is_dir():
         raise StreamError(f"--out {path} is a file, not a folder: give a folder or a video path")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise StreamError(f"--out {path} is a folder that holds files: choose a new folder or "
+                          "add --force to write frame_*.png into it")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,7 +97,9 @@ class AnnotatedSink(Sink):
 
     def __init__(self, path: Path, fps: float | None, min_confidence: float = 0.5) -> None:
         self.path, self.fps, self.min_confidence = path, fps or 30.0, min_confidence
-        self.kind = check_out(path)
+        self.kind = "video" if path.suffix.lower() in VIDEO_CODECS else "folder"  # job.check_out
+        if self.kind == "folder":
+            path.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
         self._tmp: Path | None = None
         self.written = 0

@@ -256,7 +256,7 @@ def _open_gstreamer(cv2: Any, text: str, timeout_s: float) -> Source:
                           "[stream] extra), or give a file, /dev/videoN or a URL")
     # our own appsink keeps only the newest buffer and does not hold frames back to the clock
     pipeline = text if "appsink" in text else text + " ! appsink drop=true max-buffers=1 sync=false"
-    ms = int(timeout_s * 1000)
+    ms = int(min(timeout_s, 3600.0) * 1000)  # OpenCV takes an int32 of milliseconds
     capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER,
                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     if not capture.isOpened():
@@ -271,7 +271,7 @@ def has_gstreamer(cv2: Any) -> bool:
 
 
 def _open_network(cv2: Any, text: str, timeout_s: float) -> Source:
-    ms = int(timeout_s * 1000)
+    ms = int(min(timeout_s, 3600.0) * 1000)  # OpenCV takes an int32 of milliseconds
     capture = cv2.VideoCapture(text, cv2.CAP_FFMPEG,
                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     if not capture.isOpened():

@@ -60,6 +60,14 @@ def write_video(video: DigitVideo, path: Path, codec: str = "ffv1", fps: float =
                 crf: int = 23) -> Path:
     """Encode the frames to ``path`` (a folder of PNGs for ``png``) and its ground truth to
     ``<path>.truth.json``. ``h264`` needs the ``ffmpeg`` program (libx264, ``crf``)."""
+    try:
+        return _write_video(video, path, codec, fps, crf)
+    except OSError as exc:
+        raise StreamError(f"cannot write {path} ({exc.strerror or exc}): choose another path "
+                          "or free some space") from None
+
+
+def _write_video(video: DigitVideo, path: Path, codec: str, fps: float, crf: int) -> Path:
     if codec not in CODECS:
         raise StreamError(f"codec {codec}: choose one of {', '.join(CODECS)}")
     cv2 = import_cv2()
@@ -83,13 +91,13 @@ def write_video(video: DigitVideo, path: Path, codec: str = "ffv1", fps: float =
                    str(path)]
         done = subprocess.run(command, input=frames.tobytes(), capture_output=True, check=False)
         if done.returncode != 0:
-            raise StreamError(f"ffmpeg could not write {path}: {done.stderr.decode()[-300:]}")
+            raise StreamError(f"ffmpeg could not write {final}: {done.stderr.decode().strip()[-300:]}")
     else:
         fourcc = cv2.VideoWriter_fourcc(*{"ffv1": "FFV1", "mp4v": "mp4v"}[codec])
         writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height), isColor=False)
         if not writer.isOpened():
-            raise StreamError(f"OpenCV cannot write {codec} to {path}: use .mkv or .avi for ffv1, "
-                              ".mp4 or .avi for mp4v")
+            raise StreamError(f"OpenCV cannot write {codec} to {final}: use .mkv or .avi for "
+                              "ffv1, .mp4 or .avi for mp4v")
         for frame in frames:
             writer.write(frame)
         writer.release()
@@ -115,18 +123,46 @@ def make_video(path: Path, *, codec: str | None = None, frames: int = 300, fps: 
                  "": "png"}.get(suffix)
         if codec is None:
             raise StreamError(f"{path}: give a .mkv, .avi or .mp4 path, or a folder name for PNGs")
-    if path.exists() and not force:
-        raise StreamError(f"{path} exists: choose another path or add --force to replace it")
-    if not path.parent.is_dir():
-        raise StreamError(f"folder {path.parent} does not exist: create it first")
+    _check_target(path, codec, force)
+    width, height = size
+    if not (TILE <= width <= 8192 and TILE <= height <= 8192):
+        raise StreamError(f"--size {width}x{height}: width and height within {TILE}..8192")
+    if codec == "h264" and (width % 2 or height % 2):
+        raise StreamError(f"--size {width}x{height}: H.264 (yuv420p) needs an even width and "
+                          "height")
     if frames < 1 or frames > 100_000:
         raise StreamError(f"--frames {frames}: choose 1..100000")
-    if not 0 < fps < 1000:
-        raise StreamError(f"--fps {fps}: choose a rate in 0..1000")
+    if frames * width * height > 2**31:
+        raise StreamError(f"{frames} frames of {width}x{height} are over 2 GiB of pixels: "
+                          "fewer --frames or a smaller --size")
+    if not 1 <= fps <= 1000:
+        raise StreamError(f"--fps {fps:g}: choose a rate in 1..1000")
     mnist = load_mnist(data)
     video = digit_frames(mnist.test_images, mnist.test_labels, frames, size=size, pitch=pitch,
                          offset=offset)
     return write_video(video, path, codec, fps)
+
+
+def _check_target(path: Path, codec: str, force: bool) -> None:
+    """Refuse a path that would lose data or cannot be written: an existing file (without
+    ``force``), a folder that is not an earlier digit video, a device, a read-only folder."""
+    if not path.name or path.resolve() == Path.cwd().resolve():
+        raise StreamError(f"'{path}': give a file name (.mkv, .avi, .mp4) or a new folder name")
+    if path.exists():
+        if not (path.is_file() or path.is_dir()):
+            raise StreamError(f"{path} is not a regular file or folder: choose another path")
+        if not force:
+            raise StreamError(f"{path} exists: choose another path or add --force to replace it")
+        if path.is_dir() and (codec != "png" or any(
+                not (p.name == "truth.json" or (p.name.startswith("frame_") and p.suffix == ".png"))
+                for p in path.iterdir())):
+            raise StreamError(f"{path} is a folder with other files in it: --force replaces only "
+                              "an earlier digit video; choose a new folder")
+    parent = path.parent
+    if not parent.is_dir():
+        raise StreamError(f"folder {parent} does not exist: create it first")
+    if not os.access(parent, os.W_OK):
+        raise StreamError(f"folder {parent} is not writable: choose another path")
 
 
 def accuracy(labels: np.ndarray, origins: np.ndarray, truth: dict[str, object],

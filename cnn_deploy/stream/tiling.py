@@ -16,6 +16,11 @@ import numpy as np
 from cnn_deploy.errors import StreamError
 from cnn_deploy.stream.sources import import_cv2
 
+# Per frame: the tiles as float32, and the resized region. A 640x480 frame at stride 1 would
+# be 277,689 tiles (870 MiB); the capture queue holds several frames.
+MAX_TILES_BYTES = 256 * 2**20
+MAX_SCALED_PIXELS = 64 * 10**6
+
 
 @dataclass(frozen=True)
 class Roi:
@@ -89,6 +94,10 @@ class Tiler:
                               f"{fw} and Y+HEIGHT <= {fh}")
         self.roi, self.frame_hw = roi, frame_hw
         self.scaled_hw = (max(1, round(roi.h * config.scale)), max(1, round(roi.w * config.scale)))
+        if self.scaled_hw[0] * self.scaled_hw[1] > MAX_SCALED_PIXELS:
+            raise StreamError(f"--scale {config.scale:g} makes the {roi.w}x{roi.h} region "
+                              f"{self.scaled_hw[1]}x{self.scaled_hw[0]} pixels (over "
+                              f"{MAX_SCALED_PIXELS // 10**6} megapixels): lower --scale")
         sh, sw = self.scaled_hw
         th, tw = tile
         if th > sh or tw > sw:
@@ -98,6 +107,12 @@ class Tiler:
         self.rows = (sh - th) // self.stride[0] + 1
         self.cols = (sw - tw) // self.stride[1] + 1
         self._origins: np.ndarray | None = None
+        tiles_bytes = self.count * channels * th * tw * 4
+        if tiles_bytes > MAX_TILES_BYTES:
+            raise StreamError(f"a {fw}x{fh} frame cut at stride {self.stride[0]}x{self.stride[1]} "
+                              f"makes {self.count:,} tiles ({tiles_bytes / 2**20:,.0f} MiB of float32 "
+                              f"per frame, over {MAX_TILES_BYTES // 2**20} MiB): raise --stride, "
+                              "narrow --roi or lower --scale")
 
     @property
     def count(self) -> int:
