@@ -133,8 +133,9 @@ def stream_table(run: StreamRun) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{escape(run.model)} on {escape(run.backend)}: {escape(run.source.text)}",
-                  title_justify="left", show_header=False)
+    table = Table(title=f"{escape(run.model)} on {escape(run.backend)}", title_justify="left",
+                  caption=f"{run.source.kind}: {escape(run.source.text)}", caption_justify="left",
+                  show_header=False, min_width=60)
     table.add_column("what")
     table.add_column("value", justify="right")
     grid = run.grid
@@ -146,7 +147,8 @@ def stream_table(run: StreamRun) -> Table:
             ("tiles/ms in the pipeline", f"{run.tiles_per_ms:.2f}")]
     if run.bare is not None:
         rows.append((f"tiles/ms bare (bench, batch {run.batch})", f"{run.bare.tiles_per_ms:.2f}"))
-        rows.append(("pipeline / bare", f"{run.ratio:.0%}" if run.ratio is not None else "-"))
+        rows.append(("pipeline / bare", "- (the source sets the pace)" if run.paced
+                     else f"{run.ratio:.0%}" if run.ratio is not None else "-"))
     rows.append(("dropped frames", f"{run.dropped}"))
     deadline = f" (> {run.deadline_ms:.1f} ms)" if run.deadline_ms is not None else " (no deadline)"
     rows.append((f"deadline misses{deadline}", f"{run.misses}"))

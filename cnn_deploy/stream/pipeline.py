@@ -85,6 +85,7 @@ class StreamRun:
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] | None = None
     capture: str = ""  # thread or inline
+    paced: bool = False  # a live source or --realtime: the source, not the pipeline, sets the rate
     stalled_ms: float = 0.0  # live reads that waited over STALL_MS: not in wall_ms
     frame_sizes: list[tuple[int, int]] = field(default_factory=list)  # (h, w) seen, in order
 
@@ -128,7 +129,7 @@ class StreamRun:
                 "frame_sizes": [[w, h] for h, w in self.frame_sizes],
                 "fps": self.fps, "tiles_per_ms": self.tiles_per_ms,
                 "bare": bare, "pipeline_vs_bare": self.ratio,
-                "capture": self.capture, "stages": self.stage_stats(),
+                "capture": self.capture, "paced": self.paced, "stages": self.stage_stats(),
                 "stage_samples_ms": self.stages_ms,
                 "latency_samples_ms": self.latency_ms, "ended": self.ended, "notes": self.notes}
 
@@ -153,6 +154,7 @@ def run_stream(source: Source, classifier: TileClassifier, config: StreamConfig 
     run = StreamRun(info, classifier.name, runner.label, runner.backend,
                     dict(runner.options), deadline, notes=list(classifier.notes))
     run.capture = "thread" if capture.threaded else "inline"
+    run.paced = capture.live
     state = _Loop(run, classifier, capture, sinks, config, on_frame, clock, live=capture.live)
     try:
         with capture:
