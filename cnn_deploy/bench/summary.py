@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnn_deploy.bench import intervals
 from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import Stats, TimingConfig
 
@@ -27,6 +28,12 @@ class Summary:
     baseline: bool
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    ci: tuple[float, float] | None = None  # 95 % interval of tiles/ms (processes, iterations)
+
+    @property
+    def halfwidth(self) -> float | None:
+        """The interval's half-width relative to tiles/ms (0.05: +-5 %)."""
+        return intervals.relative_halfwidth(self.ci, self.stats.tiles_per_ms)
 
 
 def summarise_cells(cells: list[Measurement], config: TimingConfig = TimingConfig()) -> list[Summary]:
@@ -44,11 +51,18 @@ def summarise_cells(cells: list[Measurement], config: TimingConfig = TimingConfi
         if spread > config.spread_threshold:
             warnings.append(f"tiles/ms differs by {spread:.0%} across {len(group)} fresh processes "
                             f"({min(tpms):.1f}..{max(tpms):.1f}): bimodal or unstable figure")
+        ci = intervals.process_ci([(c.samples_ms, c.batch, c.wall_ms) for c in group])
+        half = intervals.relative_halfwidth(ci, mid.stats.tiles_per_ms)
+        if ci is not None and half is not None and half > intervals.WIDE:
+            warnings.append(f"tiles/ms is known to +-{half:.0%} only (95 % interval {ci[0]:.1f}.."
+                            f"{ci[1]:.1f} over {len(group)} process(es)): raise --duration or "
+                            "--processes before quoting it")
         base = baseline_tpm.get(batch)
         out.append(Summary(row, mid.label, mid.backend, batch, mid.stats, len(group), tpms,
                            spread, mid.stats.tiles_per_ms / base if base else None,
                            mid.baseline, tuple(warnings),
-                           tuple(dict.fromkeys(n for c in group for n in c.notes))))
+                           tuple(dict.fromkeys(n for c in group for n in c.notes)),
+                           (ci[0], ci[1]) if ci else None))
     return out
 
 

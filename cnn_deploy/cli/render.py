@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cnn_deploy.bench.intervals import WIDE
 from cnn_deploy.bench.phases import QUANTITIES, GpuReport
 from cnn_deploy.bench.summary import Summary
 
@@ -38,6 +39,7 @@ def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None
     table.add_column("backend", no_wrap=True)
     table.add_column("batch", justify="right")
     table.add_column("tiles/ms", justify="right")
+    table.add_column("95% CI", justify="right")
     table.add_column("median ms", justify="right")
     table.add_column("p90 ms", justify="right")
     table.add_column("p99 ms", justify="right")
@@ -53,7 +55,10 @@ def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None
             table.add_section()
         last_row = s.row
         flag = " [yellow]![/]" if s.warnings else ""
-        cells = [escape(s.label), str(s.batch), f"{s.stats.tiles_per_ms:.1f}{flag}",
+        half = s.halfwidth
+        wide = half is not None and half > WIDE
+        ci = "-" if half is None else (f"[yellow]±{half:.1%}[/]" if wide else f"±{half:.1%}")
+        cells = [escape(s.label), str(s.batch), f"{s.stats.tiles_per_ms:.1f}{flag}", ci,
                  _ms(s.stats.median_ms), _ms(s.stats.p90_ms), _ms(s.stats.p99_ms),
                  f"{s.stats.cv:.1%}"]
         if multi:
@@ -99,6 +104,7 @@ def summary_rows(summaries: Sequence[Summary]) -> list[dict[str, Any]]:
              "p99_ms": s.stats.p99_ms, "min_ms": s.stats.min_ms, "max_ms": s.stats.max_ms,
              "cv": s.stats.cv, "iterations": s.stats.iterations, "processes": s.processes,
              "spread": s.spread, "speedup_vs_baseline": s.speedup,
+             "tiles_per_ms_ci95": list(s.ci) if s.ci else None,
              "warnings": " | ".join(s.warnings), "notes": " | ".join(s.notes)}
             for s in summaries]
 
@@ -112,6 +118,8 @@ _KINDS = {
                                 "or raise --duration)",
     "drift": "drift within the run (thermal throttling or background load?)",
     "tiles/ms differs": "tiles/ms differs across fresh processes (bimodal or unstable figure)",
+    "tiles/ms is known to": "a 95 % interval wider than +-5 % (yellow in the CI column): raise "
+                            "--duration or --processes before quoting",
 }
 
 

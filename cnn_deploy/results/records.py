@@ -14,6 +14,7 @@ from typing import Any
 from cnn_deploy import __version__
 from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Target
+from cnn_deploy.bench import intervals
 from cnn_deploy.bench.plan import Measurement
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.profile.run import Profile
@@ -58,6 +59,8 @@ def measurement_payload(cell: Measurement, *, model: dict[str, Any], timing: Tim
         "process": cell.process, "processes": max(processes, 1), "in_process": processes == 0,
         "timing": asdict(timing), "samples_ms": cell.samples_ms,
         "warmup_iterations": cell.warmup_iterations, "stats": cell.stats.to_dict(),
+        # 95 % bootstrap intervals of this process's figures (bench.intervals)
+        "ci95": intervals.sample_ci(cell.samples_ms, cell.batch, cell.wall_ms),
         "warnings": cell.warnings, "notes": cell.notes, "input": cell.input,
         "peak_rss_mb": cell.peak_rss_mb,
     }

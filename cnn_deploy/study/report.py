@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cnn_deploy.bench.intervals import overlap
 from cnn_deploy.results.tidy import ACCURACIES, Rows, load, tidy
 
 # Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
@@ -31,12 +34,40 @@ def select(rows: Rows, **where: Any) -> Rows:
 
 
 def median_by(rows: Rows, keys: Sequence[str], y: str) -> Rows:
-    """One row per distinct ``keys`` with the median of ``y`` (repeats collapse)."""
-    groups: dict[tuple[Any, ...], list[float]] = {}
+    """One row per distinct ``keys`` with the median of ``y`` (repeats collapse). Where the
+    records carry 95 % intervals (``ci_lo``, ``ci_hi``: within one process), the row's interval
+    spans both those and the spread of the repeats (2.5th..97.5th percentile of the values)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if r.get(y) is not None:
-            groups.setdefault(tuple(r.get(k) for k in keys), []).append(r[y])
-    return [{**dict(zip(keys, k, strict=True)), y: statistics.median(v)} for k, v in groups.items()]
+            groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    out = []
+    for k, group in groups.items():
+        values = [g[y] for g in group]
+        row: dict[str, Any] = {**dict(zip(keys, k, strict=True)), y: statistics.median(values)}
+        los = [g["ci_lo"] for g in group if g.get("ci_lo") is not None]
+        his = [g["ci_hi"] for g in group if g.get("ci_hi") is not None]
+        if y == "tiles_per_ms" and los and his:
+            spread = np.percentile(values, [2.5, 97.5]) if len(values) > 1 else (values[0],) * 2
+            row["ci_lo"] = float(min(statistics.median(los), spread[0]))
+            row["ci_hi"] = float(max(statistics.median(his), spread[1]))
+        out.append(row)
+    return out
+
+
+def _ci(row: dict[str, Any]) -> tuple[float, float] | None:
+    lo, hi = row.get("ci_lo"), row.get("ci_hi")
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
+def _order(a: tuple[float, tuple[float, float] | None], b: tuple[float, tuple[float, float] | None]
+           ) -> int:
+    """+1: a is faster beyond both intervals, -1: slower, 0: the intervals overlap (cannot
+    tell). Without intervals, the plain comparison."""
+    (x, cx), (y, cy) = a, b
+    if cx and cy and overlap(cx, cy):
+        return 0
+    return 1 if x > y else -1
 
 
 # -- figures -------------------------------------------------------------------------
@@ -123,8 +154,14 @@ def plot(fig: Figure, path: Path) -> Path:
 
     figure, ax = plt.subplots(figsize=(7.0, 4.5))
     for label in dict.fromkeys(r[fig.series] for r in fig.rows):
-        points = sorted((r[fig.x], r[fig.y]) for r in fig.rows if r[fig.series] == label)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        mine = sorted((r for r in fig.rows if r[fig.series] == label), key=lambda r: r[fig.x])
+        xs, ys = [r[fig.x] for r in mine], [r[fig.y] for r in mine]
+        if all(_ci(r) for r in mine):  # 95 % intervals as error bars
+            below = [r[fig.y] - r["ci_lo"] for r in mine]
+            above = [r["ci_hi"] - r[fig.y] for r in mine]
+            ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=label)
+        else:
+            ax.plot(xs, ys, marker="o", label=label)
     if fig.x == "batch":
         ax.set_xscale("log", base=2)
     ax.set_xlabel(fig.x)
@@ -186,14 +223,22 @@ def speedups(rows: Rows) -> Rows:
 @dataclass
 class Verdict:
     claim: str
-    verdict: str  # "holds", "does not hold here" or "no data"
+    verdict: str  # "holds", "does not hold here", "cannot tell at this noise level", "no data"
     detail: str
 
 
-def _tiles(rows: Rows, net: str, batch: int) -> dict[tuple[str, str], float]:
-    return {(r["backend"], r["device"]): r["tiles_per_ms"]
+CANNOT_TELL = "cannot tell at this noise level"
+
+
+def _tiles(rows: Rows, net: str, batch: int
+           ) -> dict[tuple[str, str], tuple[float, tuple[float, float] | None]]:
+    return {(r["backend"], r["device"]): (r["tiles_per_ms"], _ci(r))
             for r in median_by(select(_bench(rows), net=net, batch=batch), ["backend", "device"],
                                "tiles_per_ms")}
+
+
+def _fmt(value: float, ci: tuple[float, float] | None) -> str:
+    return f"{value:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
 
 
 def fc_cheaper_than_conv(rows: Rows) -> Verdict:
@@ -210,29 +255,46 @@ def fc_cheaper_than_conv(rows: Rows) -> Verdict:
     pairs = [(k, a[k], b[k]) for k in a if k in b]
     if not pairs:
         return Verdict(claim, "no data", f"{fc} and {conv} never share a backend and device")
-    ok = all(x > y for _, x, y in pairs)
+    orders = [_order(x, y) for _, x, y in pairs]
+    verdict = ("does not hold here" if -1 in orders else CANNOT_TELL if 0 in orders else "holds")
     note = "" if batch == 1024 else f" (batch 1024 not measured; at batch {batch})"
-    detail = "; ".join(f"{k[0]} on {k[1]}: {fc} {x:.1f} vs {conv} {y:.1f} tiles/ms ({x / y:.2f}x)"
-                       for k, x, y in pairs)
-    return Verdict(claim, "holds" if ok else "does not hold here", detail + note)
+    detail = "; ".join(f"{k[0]} on {k[1]}: {fc} {_fmt(*x)} vs {conv} {_fmt(*y)} tiles/ms "
+                       f"({x[0] / y[0]:.2f}x)" for k, x, y in pairs)
+    return Verdict(claim, verdict, detail + note + (" (95 % intervals in brackets)"
+                                                    if any(x[1] for _, x, _ in pairs) else ""))
 
 
 def batch_saturates(rows: Rows, knee: int = 512, tolerance: float = 0.10) -> Verdict:
     claim = f"Throughput saturates near batch {knee}"
     series = median_by(_bench(rows), ["net", "backend", "device", "batch"], "tiles_per_ms")
-    groups: dict[tuple[Any, ...], dict[int, float]] = {}
+    groups: dict[tuple[Any, ...], dict[int, dict[str, Any]]] = {}
     for r in series:
-        groups.setdefault((r["net"], r["backend"], r["device"]), {})[r["batch"]] = r["tiles_per_ms"]
-    checked = [(k, v[knee], max(v.values())) for k, v in groups.items()
-               if knee in v and max(v) > knee]
+        groups.setdefault((r["net"], r["backend"], r["device"]), {})[r["batch"]] = r
+    checked = []  # (series, at the knee, the series' best)
+    for k, v in groups.items():
+        if knee in v and max(v) > knee:
+            best = max(v.values(), key=lambda r: r["tiles_per_ms"])
+            checked.append((k, v[knee], best))
     if not checked:
         return Verdict(claim, "no data", f"needs batch {knee} and a larger batch in one series")
-    ok = [c for c in checked if c[1] >= (1 - tolerance) * c[2]]
-    worst = min(checked, key=lambda c: c[1] / c[2])
-    return Verdict(claim, "holds" if len(ok) == len(checked) else "does not hold here",
-                   f"{len(ok)}/{len(checked)} series within {tolerance:.0%} of their max at batch "
-                   f"{knee}; lowest {worst[0][0]} [{worst[0][1]}]: {worst[1]:.1f} of "
-                   f"{worst[2]:.1f} tiles/ms")
+
+    def within(at: dict[str, Any], best: dict[str, Any]) -> int:
+        """+1 holds, -1 does not, 0 the intervals leave it open."""
+        ci_at, ci_best = _ci(at), _ci(best)
+        if not (ci_at and ci_best):
+            return 1 if at["tiles_per_ms"] >= (1 - tolerance) * best["tiles_per_ms"] else -1
+        if ci_at[0] >= (1 - tolerance) * ci_best[1]:
+            return 1
+        return -1 if ci_at[1] < (1 - tolerance) * ci_best[0] else 0
+
+    calls = [within(at, best) for _, at, best in checked]
+    worst = min(checked, key=lambda c: c[1]["tiles_per_ms"] / c[2]["tiles_per_ms"])
+    verdict = "does not hold here" if -1 in calls else CANNOT_TELL if 0 in calls else "holds"
+    return Verdict(claim, verdict,
+                   f"{calls.count(1)}/{len(checked)} series within {tolerance:.0%} of their max at "
+                   f"batch {knee}, {calls.count(-1)} not, {calls.count(0)} undecided by the 95 % "
+                   f"intervals; lowest {worst[0][0]} [{worst[0][1]}]: "
+                   f"{worst[1]['tiles_per_ms']:.1f} of {worst[2]['tiles_per_ms']:.1f} tiles/ms")
 
 
 def multiples_of_128(rows: Rows) -> Verdict:
@@ -240,19 +302,21 @@ def multiples_of_128(rows: Rows) -> Verdict:
     fig = next(f for f in figures(rows) if f.key == "fig36_neurons_128")
     if not fig.rows:
         return Verdict(claim, "no data", "needs neuron counts on and off multiples of 128")
-    wins, total = 0, 0
+    calls = []
     for label in {r["label"] for r in fig.rows}:
-        per = {r["neurons"]: r["tiles_per_ms"] for r in fig.rows if r["label"] == label}
+        per = {r["neurons"]: (r["tiles_per_ms"], _ci(r)) for r in fig.rows if r["label"] == label}
         for n, t in per.items():
             up = -(-n // 128) * 128
             if n % 128 and up in per:
-                total += 1
-                wins += per[up] >= t
-    if not total:
+                calls.append(_order(per[up], t) if per[up][0] != t[0] else 1)
+    if not calls:
         return Verdict(claim, "no data", "no off-multiple count has its next multiple measured")
-    return Verdict(claim, "holds" if wins * 2 > total else "does not hold here",
-                   f"the next multiple of 128 is at least as fast (with more neurons) in "
-                   f"{wins}/{total} cases")
+    wins, losses, total = calls.count(1), calls.count(-1), len(calls)
+    verdict = "holds" if wins * 2 > total else "does not hold here" if losses * 2 >= total \
+        else CANNOT_TELL
+    return Verdict(claim, verdict, f"the next multiple of 128 is faster (with more neurons) in "
+                   f"{wins}/{total} cases, slower in {losses}, within the 95 % intervals in "
+                   f"{total - wins - losses}")
 
 
 def second_conv_costs_most(rows: Rows) -> Verdict:
