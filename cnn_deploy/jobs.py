@@ -49,8 +49,11 @@ def benchmark(
     data: str | None = None,
     notes: Sequence[str] = (),
     on_cell: Callable[[Measurement], None] | None = None,
+    tuning: Path | None = None,
 ) -> BenchOutcome:
-    """Time ``target`` on every backend; each cell is appended to ``results`` as it finishes."""
+    """Time ``target`` on every backend; each cell is appended to ``results`` as it finishes.
+    ``tuning``: a per-device tuning file (``cnndeploy tune``) whose options apply to every
+    backend given no options."""
     from cnn_deploy.bench.workers import run_plan
     from cnn_deploy.device import energy_mj
     from cnn_deploy.files import file_sha256
@@ -60,6 +63,11 @@ def benchmark(
     names = default_backends(target, options) if backends is None else registry.parse_backends(
         backends)
     check_batches(target, batches)
+    tune_notes: list[str] = []
+    if tuning is not None:
+        from cnn_deploy.bench.tune import apply
+
+        options, tune_notes = apply(options, names, tuning)
     rows, row_notes = build_rows(target, names, options)
     gpu = _cuda_index(rows)
     writer = Writer(results, gpu)
@@ -80,7 +88,7 @@ def benchmark(
         if on_cell is not None:
             on_cell(cell)
     return BenchOutcome(writer.run_id, summarise_cells(cells, timing), cells,
-                        [*notes, *row_notes], results, target, gpu_reports(cells))
+                        [*notes, *tune_notes, *row_notes], results, target, gpu_reports(cells))
 
 
 def _cuda_index(rows: Sequence[Any]) -> int:
@@ -231,8 +239,12 @@ def quickstart(
     train_progress: Callable[[Any], None] | None = None,
     stage: Callable[[str], None] | None = None,
     on_cell: Callable[[Measurement], None] | None = None,
+    tune_first: bool = False,
+    tuning: Path | None = None,
 ) -> QuickstartOutcome:
-    """Train lenet_1c1f, export it, benchmark it on every usable backend."""
+    """Train lenet_1c1f, export it, benchmark it on every usable backend. With ``tuning`` the
+    benchmark applies that tuning file; with ``tune_first`` and no such file yet, a short tune
+    (one process, the largest batch, 0.3 s cells) writes it first."""
     from cnn_deploy.data import load_mnist
     from cnn_deploy.train import TrainConfig, save_checkpoint, train
 
@@ -246,9 +258,59 @@ def quickstart(
     path = save_checkpoint(checkpoint, models / f"{spec.name}.pt")
     say(f"exporting {path} to ONNX")
     exported = export(path, data=mnist)
-    say("benchmarking")
     usable = list(dict.fromkeys(a.backend for a in registry.probe_all() if a.usable and not a.gpu))
     target = Target(spec.name, exported.path, spec, path, True)
+    notes = []
+    if tuning is not None and tune_first and not tuning.exists():
+        from dataclasses import replace
+
+        from cnn_deploy.bench.tune import TUNE_TIMING
+
+        say(f"tuning the backends for this device ({tuning})")
+        tuned = tune(target, usable, (max(batches),), processes=1, out=tuning, on_cell=on_cell,
+                     timing=replace(TUNE_TIMING, min_duration_ms=300.0))
+        notes.append(f"tuned first, at batch {max(batches)} (no tuning file for this device yet): "
+                     + "; ".join(f"{c.backend}: {c.verdict}" for c in tuned.choices))
+    say("benchmarking")
     outcome = benchmark(target, usable, batches, timing=timing, processes=processes,
-                        results=results, data=str(mnist.root), on_cell=on_cell)
+                        results=results, data=str(mnist.root), on_cell=on_cell, tuning=tuning,
+                        notes=notes)
     return QuickstartOutcome(path, checkpoint, exported.path, exported.parity, outcome)
+
+
+@dataclass
+class TuneOutcome:
+    path: Path
+    choices: list[Any]
+    target: Target
+
+
+def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 1024),
+         *, processes: int = 2, timing: TimingConfig | None = None, out: Path | None = None,
+         on_cell: Callable[[Measurement], None] | None = None) -> TuneOutcome:
+    """Search each backend's tune space for ``target`` here and write the per-device tuning
+    file (``results/tuning/<device>.json`` unless ``out``)."""
+    from cnn_deploy.bench import tune as tuning
+    from cnn_deploy.device import device_record
+
+    record = device_record()
+    names = registry.parse_backends(backends) if backends else [
+        b.name for b in registry.backends() if b.tune_space]
+    check_batches(target, batches)
+    path = out or tuning.tuning_path(record)
+    if path.is_dir():
+        raise BenchError(f"-o {path} is a folder: give a .json file path")
+    choices = tuning.search(target, names, batches, timing=timing or tuning.TUNE_TIMING,
+                            processes=processes, on_cell=on_cell)
+    tuning.save(choices, path, net=target.name, batches=batches, device=record)
+    return TuneOutcome(path, choices, target)
+
+
+def tuning_file(enabled: bool) -> Path | None:
+    """This device's tuning file when tuning applies (``--tune``, the default), else None."""
+    if not enabled:
+        return None
+    from cnn_deploy.bench.tune import tuning_path
+    from cnn_deploy.device import device_record
+
+    return tuning_path(device_record())

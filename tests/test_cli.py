@@ -88,7 +88,7 @@ def read_results(path: Path) -> Any:
 # -- --help ----------------------------------------------------------------------
 COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["profile"], ["backends"], ["data"],
             ["data", "download"], ["data", "info"], ["data", "video"], ["report"], ["compare"],
-            ["stream"],
+            ["stream"], ["tune"],
             ["sweep"], ["results"], ["results", "merge"]]
 
 

@@ -173,6 +173,8 @@ class Backend:
     # options for a runner that shares the cores with other work (a camera pipeline's capture
     # and decode) rather than running back to back: the defaults a stream starts from
     pipeline_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # what `cnndeploy tune` tries: option -> values (every combination; None: the default)
+    tune_space: dict[str, tuple[Any, ...]] = field(default_factory=dict, hash=False, compare=False)
 
     def option(self, key: str) -> Option:
         for o in self.options:

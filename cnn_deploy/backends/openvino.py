@@ -396,4 +396,5 @@ BACKEND = Backend(
     profiles=True,
     packages=("openvino",),
     probe_target=lambda options: DEVICE,
+    tune_space={"hint": ("latency", "throughput"), "threads": (None, 1)},
 )

@@ -371,5 +371,8 @@ BACKEND = Backend(
     # spinning intra-op threads keep both cores of a 2-core CPU busy between runs, so a
     # stream's decode waited for them (FFV1 640x480: 2.3 vs 1.4 ms, 28 vs 32 tiles/ms inline)
     pipeline_options={"spinning": False},
+    # the CPU provider's settings (the GPU providers are tuned by their own builders)
+    tune_space={"opt_level": ("basic", "extended", "all"), "threads": (None, 1),
+                "spinning": (None, False)},
 )
 

@@ -391,6 +391,8 @@ BACKEND = Backend(
     baseline=lambda device: {**BASELINE_OPTIONS, "device": device},
     packages=("torch",),
     fuses=False,
+    # compile is left out: a compile per batch size costs minutes on a small CPU
+    tune_space={"memory_format": MEMORY_FORMATS, "threads": (None, 1)},
     profile_graph=lambda unfused, options: ({}, "torch eager is unfused already: one aten op per "
                                             "module call" + (" (--unfused changes nothing)"
                                                              if unfused else "")),

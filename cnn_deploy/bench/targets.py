@@ -207,7 +207,7 @@ def build_rows(target: Target, backends: Sequence[str],
     if target.spec is not None and base.baseline is not None:
         base_device = str(given.get(base.name, options.get(base.name, {})).get("device", device))
         baseline = base.resolve(base.baseline(base_device))
-        ok, why = _usable(base, baseline)
+        ok, why = usable(base, baseline)
         if ok:
             rows.append(BackendConfig(base.name, baseline, baseline=True))
         else:
@@ -222,7 +222,7 @@ def build_rows(target: Target, backends: Sequence[str],
         resolved = entry.resolve(given[name])
         if entry is base and (baseline is None or resolved == baseline):
             continue  # no torch here, or identical to the baseline row already there
-        ok, why = _usable(entry, resolved)
+        ok, why = usable(entry, resolved)
         if not ok:
             notes.append(f"{name} skipped: {why}")
             continue
@@ -234,7 +234,7 @@ def build_rows(target: Target, backends: Sequence[str],
     return rows, notes
 
 
-def _usable(entry: Backend, options: dict[str, Any]) -> tuple[bool, str]:
+def usable(entry: Backend, options: dict[str, Any]) -> tuple[bool, str]:
     """Whether ``entry`` with ``options`` can run here: its probe row for the device or
     execution provider those options ask for."""
     row = registry.availability(entry, options)

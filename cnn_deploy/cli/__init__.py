@@ -48,10 +48,11 @@ def _register() -> None:
         stream,
         sweep,
         train,
+        tune,
     )
 
-    for module in (quickstart, train, export, build, bench, profile, sweep, stream, report,
-                   backends):
+    for module in (quickstart, train, export, build, bench, profile, sweep, stream, tune,
+                   report, backends):
         module.register(app)
     app.add_typer(data.app, name="data")
     app.add_typer(results.app, name="results")

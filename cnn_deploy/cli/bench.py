@@ -39,6 +39,8 @@ def bench(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Backend option "
                       "BACKEND.KEY=VALUE, e.g. onnxruntime.opt_level=all, torch.compile=true, "
                       "torch.memory_format=contiguous, onnxruntime.threads=1.")] = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Apply this device's tuning "
+                    "file (`cnndeploy tune`) to backends given no -o options.")] = True,
     results: Annotated[Path, typer.Option(help="JSONL file every measurement is appended to.")]
         = Path("results/bench.jsonl"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to results.")] = False,
@@ -72,7 +74,8 @@ def bench(
 
         outcome = jobs.benchmark(
             target, backends, batches, options=options, timing=timing, processes=processes,
-            results=None if no_save else results, data=data, notes=notes, on_cell=on_cell)
+            results=None if no_save else results, data=data, notes=notes, on_cell=on_cell,
+            tuning=jobs.tuning_file(tune))
     accuracy, accuracy_note = (jobs.engine_agreement(
         target, data, max(batches), options.get(registry.first_loading("engine").name))
         if engine is not None else (None, None))

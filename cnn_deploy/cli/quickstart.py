@@ -23,6 +23,8 @@ def quickstart(
         = Path("results/quickstart.jsonl"),
     data: Annotated[str | None, typer.Option(help="MNIST folder (else $CNNDEPLOY_DATA, "
                                              "./data/mnist, ../shared/data/mnist).")] = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Use this device's tuning file; "
+                    "without one, tune first (about a minute; not with --dry-run).")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="A smoke run in seconds: 2,000 "
                                           "training digits, short cells, 1 process.")] = False,
 ) -> None:
@@ -57,7 +59,8 @@ def quickstart(
         result = jobs.quickstart(data=data, models=models, results=results, epochs=epochs,
                                      processes=processes, batches=batches, timing=timing,
                                      train_subset=subset,
-                                     train_progress=on_step, stage=stage, on_cell=on_cell)
+                                     train_progress=on_step, stage=stage, on_cell=on_cell,
+                                     tune_first=not dry_run, tuning=jobs.tuning_file(tune))
     metrics = result.checkpoint_data["metrics"]
     miles = ", ".join(f"{k} in {v:.1f} s" if v is not None else f"{k} not reached"
                       for k, v in result.checkpoint_data["milestones_seconds"].items())

@@ -172,3 +172,25 @@ class FrameProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def tune_table(choices: Sequence[Any], title: str) -> Table:
+    """Per backend: every candidate's tiles/ms per batch, the one kept marked."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("backend")
+    table.add_column("options")
+    batches = sorted({int(b) for c in choices for t in c.tried for b in t["tiles_per_ms"]})
+    for b in batches:
+        table.add_column(f"b{b} tiles/ms", justify="right")
+    table.add_column("kept", justify="center")
+    for c in choices:
+        table.add_section()
+        for t in sorted(c.tried, key=lambda t: -min(t["tiles_per_ms"].values())):
+            kept = t["options"] == c.options
+            opts = ", ".join(f"{k}={v}" for k, v in t["options"].items()) or "(defaults)"
+            mark = ("[green]yes: tuned[/]" if c.decided else "yes: defaults, fastest" if
+                    c.best is None else "yes: defaults (faster within the noise)") if kept else ""
+            table.add_row(escape(c.backend), escape(opts),
+                          *(f"{t['tiles_per_ms'].get(str(b), float('nan')):.1f}" for b in batches),
+                          mark)
+    return table

@@ -57,6 +57,8 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per frame on stdout "
                        "(every tile's x, y, label, confidence); the table goes to stderr.")]
         = False,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Without -o options, run "
+                    "the backend with this device's tuned options (`cnndeploy tune`).")] = True,
     force: Annotated[bool, typer.Option(help="Let --out replace an existing video or write "
                      "into a folder that holds files.")] = False,
     bare: Annotated[bool, typer.Option("--bare/--no-bare", help="Time the model bare at the "
@@ -66,6 +68,7 @@ def stream(
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not append to results.")] = False,
 ) -> None:
     """Classify every tile of every frame of a video, camera or stream; time every stage."""
+    from cnn_deploy import jobs
     from cnn_deploy.backends import registry
     from cnn_deploy.errors import StreamError
     from cnn_deploy.stream import job as stream_job
@@ -86,7 +89,8 @@ def stream(
         roi, scale, pixel_scale, batch,
         StreamConfig(realtime=realtime, fps=fps, max_frames=frames, duration_s=duration,
                      deadline_ms=deadline_ms, bare=bare),
-        timeout, out, min_confidence, None if no_save else results, force)
+        timeout, out, min_confidence, None if no_save else results, force,
+        jobs.tuning_file(tune))
     console = render.err if as_json else render.out
     progress = render.FrameProgress(render.err)
 

@@ -25,6 +25,8 @@ def sweep(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Options of that "
                       "backend, BACKEND.KEY=VALUE, e.g. torch.device=cuda (part of each cell's "
                       "key, so another setting never resumes over this one).")] = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Without -o options, run the "
+                    "backend with this device's tuned options (`cnndeploy tune`).")] = True,
     results: Annotated[Path, typer.Option(help="JSONL file each cell is appended to; cells "
                        "already there are skipped (resume).")] = Path("results/sweep.jsonl"),
     shard: Annotated[str | None, typer.Option(help="Run only shard k of n (k/n, 1-based) of the "
@@ -63,6 +65,16 @@ def sweep(
                          + (", not both" if group is not None else ""))
     name, setting = lib.backend_setting(backend, option, precision, train_epochs,
                                         needs_gpu=not dry_run)
+    if tune and not setting:
+        from cnn_deploy import jobs
+        from cnn_deploy.bench.tune import apply
+
+        path = jobs.tuning_file(True)
+        assert path is not None
+        tuned, lines = apply({}, [name], path)
+        setting = tuned.get(name, {})
+        for line in lines:
+            render.note(line)
     cells = lib.group_cells(group, name, setting, precision) if group is not None else \
         lib.parse_grid(grid or "", name, setting, precision)
     label = group if group is not None else f"grid {grid}"

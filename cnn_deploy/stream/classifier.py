@@ -327,6 +327,13 @@ class TileClassifier:
         return result
 
 
+def default_backend_name(model: Path) -> str:
+    """The backend a model file runs on without -b: TensorRT for an engine, else the first
+    that loads ONNX."""
+    needs = "engine" if model.suffix.lower() in ENGINE_SUFFIXES else "onnx"
+    return registry.first_loading(needs).name
+
+
 def default_backend(target: Target) -> str:
     """The backend that loads the target's own form: TensorRT for an engine, else the first
     backend that loads ONNX (ONNX Runtime)."""

@@ -48,6 +48,7 @@ class StreamJob:
     min_confidence: float = 0.5
     results: Path | None = None
     force: bool = False  # --out may replace an existing video or a folder's frames
+    tuning: Path | None = None  # this device's tuning file: options for a backend given none
 
     def tiling(self) -> TilingConfig:
         return TilingConfig(tile=parse_pair(self.tile, "--tile") if self.tile else None,
@@ -127,7 +128,17 @@ def run(job: StreamJob, *, jsonl: TextIO | None = None,
         if others:
             raise StreamError(f"stream runs one backend: options for {', '.join(others)} need "
                               f"-b {others[0]} (one backend per run)")
+        tuned_notes: list[str] = []
+        if job.tuning is not None and not options:
+            from cnn_deploy.bench.tune import apply
+            from cnn_deploy.stream.classifier import default_backend_name
+
+            chosen = backend or default_backend_name(job.model)
+            tuned, tuned_notes = apply({}, [chosen], job.tuning)
+            options = {chosen: tuned[chosen]} if chosen in tuned else {}
         options_for = options.get(backend, {}) if backend else {}
+        if backend is None and len(options) == 1:
+            backend, options_for = next(iter(options.items()))
         classifier = stack.enter_context(TileClassifier.from_path(
             job.model, backend=backend, options=options_for, tiling=job.tiling(), batch=job.batch))
         if source is None:
@@ -138,6 +149,7 @@ def run(job: StreamJob, *, jsonl: TextIO | None = None,
             sinks.append(JsonlSink(jsonl))
         if job.out is not None:
             sinks.append(AnnotatedSink(job.out, source.info.fps or job.config.fps, job.min_confidence))
+        classifier.notes[:0] = tuned_notes
         if on_start is not None:
             on_start(Started(source.info, classifier.name, classifier.runner.label, classifier.notes))
         return run_stream(source, classifier, job.config, sinks, writer=writer, on_frame=on_frame)

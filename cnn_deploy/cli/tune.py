@@ -1,0 +1,56 @@
+"""`cnndeploy tune`: this device's best options per backend, measured, kept in a tuning file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnn_deploy.cli import options as opt
+from cnn_deploy.cli import render
+
+
+def tune(
+    model: Annotated[Path | None, typer.Argument(help="An .onnx file or a .pt checkpoint (default: "
+                                                  "--spec).")] = None,
+    spec: Annotated[str | None, typer.Option(help="Tune on a network by name, untrained.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="Comma-separated "
+                       "backends (default: every backend with a tune space).")] = None,
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,1024",
+    processes: Annotated[int, typer.Option(help="Fresh processes per candidate.")] = 2,
+    duration: Annotated[float | None, typer.Option(help="Minimum timed seconds per cell "
+                                                   "(default 0.5).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Tuning file (default: "
+                   "results/tuning/<device>.json, which bench, sweep and stream read).")] = None,
+) -> None:
+    """Try each backend's settings here; keep the winners for bench, sweep and stream."""
+    from dataclasses import replace
+
+    from cnn_deploy import jobs
+    from cnn_deploy.bench.plan import Measurement
+    from cnn_deploy.bench.targets import resolve_target
+    from cnn_deploy.bench.tune import TUNE_TIMING
+
+    batches = opt.parse_batches(batch)
+    if processes < 1 or processes > 20:
+        from cnn_deploy.errors import BenchError
+
+        raise BenchError(f"--processes {processes}: choose 1..20")
+    timing = TUNE_TIMING if duration is None else replace(TUNE_TIMING, min_duration_ms=duration * 1000)
+    if model is None and spec is None:
+        spec = "lenet_5c1f"
+    with (resolve_target(model, spec) as (target, _notes),
+          render.err.status("tuning...") as status):
+        def on_cell(cell: Measurement) -> None:
+            status.update(f"{cell.label} batch {cell.batch}: {cell.stats.tiles_per_ms:.1f} tiles/ms "
+                          f"(process {cell.process + 1})")
+
+        outcome = jobs.tune(target, backend.split(",") if backend else None, batches,
+                            processes=processes, timing=timing, out=out, on_cell=on_cell)
+    render.out.print(render.tune_table(outcome.choices, f"{target.name}: tuned here"))
+    render.note(f"wrote {outcome.path}: bench, sweep and stream use it (--no-tune for the defaults)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tune)

@@ -1,0 +1,125 @@
+"""`cnndeploy tune` (bench/tune.py): candidates from the registry, the decision against the
+defaults' intervals, the per-device file, and bench / sweep / stream applying it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnn_deploy.backends.base import Target
+from cnn_deploy.bench import tune
+from cnn_deploy.bench.plan import Measurement, Plan
+from cnn_deploy.bench.timing import summarise
+from cnn_deploy.cli import app
+from cnn_deploy.errors import BenchError
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def test_candidates_start_with_the_defaults_and_are_all_valid() -> None:
+    from cnn_deploy.backends import registry
+
+    got = tune.candidates("onnxruntime")
+    assert got[0] == {} and len(got) == len({json.dumps(c, sort_keys=True) for c in got}) == 12
+    assert {"opt_level": "all"} in got and {"threads": 1, "spinning": False} in got
+    for options in got:
+        registry.get("onnxruntime").resolve(options)  # every candidate parses
+    assert tune.candidates("openvino")[0] == {} and len(tune.candidates("openvino")) == 4
+
+
+def fake_plan(levels: dict[str, float], spread: float = 0.01) -> Any:
+    """run_plan's stand-in: each row at the tiles/ms ``levels`` gives for its opt_level."""
+
+    def run_plan(plan: Plan, processes: int = 1) -> Iterator[Measurement]:
+        for p in range(max(processes, 1)):
+            for row, config in enumerate(plan.rows):
+                for batch in plan.batches:
+                    level = levels.get(config.options["opt_level"], 1.0)
+                    if config.options.get("threads") == 1:
+                        level /= 2
+                    rng = np.random.default_rng(row * 10 + p)
+                    ms = batch / level
+                    samples = list(rng.normal(ms, ms * spread, 50))
+                    yield Measurement(row, f"onnxruntime {config.options['opt_level']}", "onnxruntime",
+                                      config.options, "cpu", batch, batch, samples, 2,
+                                      summarise(samples, batch), [], [], "random", 1.0, p)
+
+    return run_plan
+
+
+def test_a_clear_winner_is_kept_and_a_noisy_one_is_not(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from cnn_deploy.bench import workers
+
+    target = Target("net", tmp_path / "m.onnx")
+    monkeypatch.setattr(workers, "run_plan", fake_plan({"extended": 10.0, "all": 19.0}))
+    (choice,) = tune.search(target, ["onnxruntime"], [16, 1024], processes=2)
+    assert choice.decided and choice.options == {"opt_level": "all"}
+    assert choice.gain == pytest.approx(1.9, rel=0.05)
+    assert "tuned" in choice.verdict and len(choice.tried) == 12
+    # 1 % faster with 10 % noise: the defaults stay, and the faster setting is named
+    monkeypatch.setattr(workers, "run_plan", fake_plan({"extended": 10.0, "all": 10.1}, spread=0.1))
+    (choice,) = tune.search(target, ["onnxruntime"], [16], processes=2)
+    assert not choice.decided and choice.options == {}
+    assert choice.best is not None and "cannot tell" in choice.verdict
+
+
+def write_tuning(options: dict[str, Any]) -> Path:
+    from cnn_deploy.device import device_record
+
+    path = tune.tuning_path(device_record())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"schema": 1, "backends": {"onnxruntime": {"options": options}}}))
+    return path
+
+
+def test_apply_fills_only_backends_given_no_options() -> None:
+    path = write_tuning({"opt_level": "all"})
+    got, notes = tune.apply({}, ["onnxruntime", "torch"], path)
+    assert got == {"onnxruntime": {"opt_level": "all"}} and "onnxruntime.opt_level=all" in notes[0]
+    got, notes = tune.apply({"onnxruntime": {"threads": 1}}, ["onnxruntime"], path)
+    assert got == {"onnxruntime": {"threads": 1}} and not notes  # the user's options win
+    assert tune.apply({}, ["openvino"], path) == ({}, [])  # not benchmarked: untouched
+    path.write_text(json.dumps({"schema": 1, "backends": {"onnxruntime": {"options": {"nope": 1}}}}))
+    got, notes = tune.apply({}, ["onnxruntime"], path)
+    assert got == {} and "no longer apply" in notes[0]
+    path.write_text("{not json")
+    with pytest.raises(BenchError, match=r"unreadable .* --no-tune"):
+        tune.apply({}, ["onnxruntime"], path)
+    assert tune.apply({}, ["onnxruntime"], path.with_name("none.json")) == ({}, [])
+
+
+def test_bench_uses_the_tuning_file_unless_told_not_to() -> None:
+    write_tuning({"opt_level": "all"})
+    args = ["bench", "--spec", "lenet_1c1f", "-b", "onnxruntime", "--batch", "4", "--duration",
+            "0.02", "--warmup", "0.01", "--iterations", "3", "--processes", "0", "--no-save"]
+    tuned = runner.invoke(app, args)
+    assert tuned.exit_code == 0, tuned.output
+    assert "onnxruntime all" in tuned.stdout and "tuned for this device" in tuned.stderr
+    raw = runner.invoke(app, [*args, "--no-tune"])
+    assert raw.exit_code == 0 and "onnxruntime extended" in raw.stdout
+    assert "tuned for this device" not in raw.stderr
+
+
+def test_tune_command_writes_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    result = runner.invoke(app, ["tune", "--spec", "lenet_1c1f", "-b", "openvino", "--batch", "4",
+                                 "--processes", "1", "--duration", "0.05", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["net"] == "lenet_1c1f" and data["batches"] == [4]
+    entry = data["backends"]["openvino"]
+    assert len(entry["tried"]) == 4 and "verdict" in entry and "yes:" in result.stdout
+    bad = runner.invoke(app, ["tune", "--spec", "lenet_1c1f", "--processes", "0"])
+    assert bad.exit_code == 1 and "choose 1..20" in bad.stderr
