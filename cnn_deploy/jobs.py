@@ -244,7 +244,7 @@ def quickstart(
 ) -> QuickstartOutcome:
     """Train lenet_1c1f, export it, benchmark it on every usable backend. With ``tuning`` the
     benchmark applies that tuning file; with ``tune_first`` and no such file yet, a short tune
-    (one process, the largest batch, 0.3 s cells) writes it first."""
+    (three processes, the largest batch, 0.3 s cells) writes it first."""
     from cnn_deploy.data import load_mnist
     from cnn_deploy.train import TrainConfig, save_checkpoint, train
 
@@ -267,7 +267,7 @@ def quickstart(
         from cnn_deploy.bench.tune import TUNE_TIMING
 
         say(f"tuning the backends for this device ({tuning})")
-        tuned = tune(target, usable, (max(batches),), processes=1, out=tuning, on_cell=on_cell,
+        tuned = tune(target, usable, (max(batches),), processes=3, out=tuning, on_cell=on_cell,
                      timing=replace(TUNE_TIMING, min_duration_ms=300.0))
         notes.append(f"tuned first, at batch {max(batches)} (no tuning file for this device yet): "
                      + "; ".join(f"{c.backend}: {c.verdict}" for c in tuned.choices))
@@ -286,7 +286,7 @@ class TuneOutcome:
 
 
 def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 1024),
-         *, processes: int = 2, timing: TimingConfig | None = None, out: Path | None = None,
+         *, processes: int = 3, timing: TimingConfig | None = None, out: Path | None = None,
          on_cell: Callable[[Measurement], None] | None = None) -> TuneOutcome:
     """Search each backend's tune space for ``target`` here and write the per-device tuning
     file (``results/tuning/<device>.json`` unless ``out``)."""
@@ -298,8 +298,7 @@ def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequenc
         b.name for b in registry.backends() if b.tune_space]
     check_batches(target, batches)
     path = out or tuning.tuning_path(record)
-    if path.is_dir():
-        raise BenchError(f"-o {path} is a folder: give a .json file path")
+    tuning.check_out(path)  # before minutes of measuring
     choices = tuning.search(target, names, batches, timing=timing or tuning.TUNE_TIMING,
                             processes=processes, on_cell=on_cell)
     tuning.save(choices, path, net=target.name, batches=batches, device=record)

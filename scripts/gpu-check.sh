@@ -130,10 +130,12 @@ done
 step bench_spec_family 120 "${CLI[@]}" bench --spec lenet_5c1f -b torch -o "torch.device=$DEVICE" \
     --batch 1024 --duration "$DURATION" --json --results "$OUT/bench.jsonl"
 step mini_sweep 180 "${CLI[@]}" sweep --grid 'conv_layers=1..5;fc_layers=1,3;batch=256' \
-    -b torch -o "torch.device=$DEVICE" --duration "$SWEEP_DURATION" --results "$OUT/sweep.jsonl"
+    -b torch -o "torch.device=$DEVICE" --duration "$SWEEP_DURATION" --passes 1 \
+    --results "$OUT/sweep.jsonl"
 if [ "$DRY" = 0 ] && "$PYTHON" -c "import tensorrt; tensorrt.Builder" 2> /dev/null; then
     step trt_sweep 240 "${CLI[@]}" sweep --grid 'conv_layers=1..5;fc_layers=1;batch=256' \
-        -b tensorrt --precision fp16 --duration "$SWEEP_DURATION" --results "$OUT/sweep.jsonl"
+        -b tensorrt --precision fp16 --duration "$SWEEP_DURATION" --passes 1 \
+        --results "$OUT/sweep.jsonl"
     step trt_profile_family 180 "${CLI[@]}" profile --spec 'lenet_{1..5}c1f' -b tensorrt \
         --batch 256 --runs 5 --png "$OUT/profile_trt.png" --results "$OUT/profile.jsonl"
 else  # the lent H200 has no TensorRT; a machine with it runs both

@@ -127,7 +127,7 @@ def test_dry_run_prints_count_and_estimate(tmp_path: Path) -> None:
 def test_sigkilled_sweep_resumes_without_losing_or_duplicating_cells(tmp_path: Path) -> None:
     killed = tmp_path / "killed.jsonl"
     command = [sys.executable, "-c", "from cnn_deploy.cli import main; main()", "sweep",
-               "--grid", GRID, "--results", str(killed), "--duration", "0.4"]
+               "--grid", GRID, "--results", str(killed), "--duration", "0.4", "--passes", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -140,16 +140,50 @@ def test_sigkilled_sweep_resumes_without_losing_or_duplicating_cells(tmp_path: P
         proc.wait()
     before = results.read(killed).records
     assert 1 <= len(before) < len(KEYS)
-    resumed = cli("sweep", "--grid", GRID, "--results", killed, "--duration", "0.01")
-    assert f"{len(before)} of 4 cells were already in" in resumed.output
+    resumed = cli("sweep", "--grid", GRID, "--results", killed, "--duration", "0.01",
+                  "--passes", "1")
+    assert f"{len(before)} of 4 cells were already complete in" in resumed.output
     whole = tmp_path / "whole.jsonl"
-    cli("sweep", "--grid", GRID, "--results", whole, "--duration", "0.01")
+    cli("sweep", "--grid", GRID, "--results", whole, "--duration", "0.01", "--passes", "1")
     final = [r["cell"] for r in _lines(killed)]
     assert sorted(final) == sorted(r["cell"] for r in _lines(whole)) == KEYS
     assert len(final) == len(set(final))
     record = _lines(killed)[0]
     assert record["kind"] == "bench" and record["sweep"]["method"] == "default"
     assert record["stats"]["iterations"] == len(record["samples_ms"]) >= 3
+
+
+def test_passes_shuffle_the_cells_and_stop_where_the_interval_is_narrow(tmp_path: Path) -> None:
+    out = tmp_path / "passes.jsonl"
+    result = cli("sweep", "--grid", GRID, "--results", out, "--duration", "0.05", "--passes", "3")
+    lines = _lines(out)
+    by_cell: dict[str, list[int]] = {}
+    for r in lines:
+        by_cell.setdefault(r["cell"], []).append(r["sweep"]["pass"])
+    assert sorted(by_cell) == KEYS
+    for passes in by_cell.values():  # 2 passes always, a 3rd only for a wide interval
+        assert passes in ([1, 2], [1, 2, 3])
+    first_pass_end = max(i for i, r in enumerate(lines) if r["sweep"]["pass"] == 1)
+    assert all(r["sweep"]["pass"] > 1 for r in lines[first_pass_end + 1:])
+    assert f"{len(lines)} records appended" in result.output
+    again = cli("sweep", "--grid", GRID, "--results", out, "--duration", "0.05", "--passes", "3")
+    assert len(_lines(out)) == len(lines)  # complete: nothing runs twice
+    assert "4 of 4 cells were already complete" in again.output
+    dry = cli("sweep", "--grid", GRID, "--results", out, "--passes", "5", "--dry-run").stdout
+    assert "0 complete" in dry and "at most 5 passes each" in dry
+    wide = cli("sweep", "--grid", GRID, "--dry-run", "--passes", "0", code=1)
+    assert "--passes must be within 1..20" in wide.output
+
+
+def test_the_wanted_passes_follow_the_interval() -> None:
+    from cnn_deploy.study.sweep import wants_pass
+
+    steady = [([10.0] * 20, 100, None), ([10.01] * 20, 100, None)]
+    noisy = [([10.0] * 20, 100, None), ([13.0] * 20, 100, None)]
+    assert wants_pass([], 3) and wants_pass(steady[:1], 3)
+    assert not wants_pass(steady, 3) and wants_pass(noisy, 3)
+    assert not wants_pass(noisy + noisy[:1], 3)  # the limit
+    assert not wants_pass(steady[:1], 1)
 
 
 # -- results: merge and locked appends ------------------------------------------------
@@ -232,7 +266,7 @@ def test_options_are_part_of_each_cell_so_another_setting_never_resumes_over_it(
 def test_a_sweep_records_the_backend_options_it_ran_with(tmp_path: Path) -> None:
     out = tmp_path / "s.jsonl"
     result = CliRunner().invoke(app, ["sweep", "--grid", "fc_layers=0;batch=8", "-b", "ort",
-                                      "-o", "onnxruntime.threads=1", "--duration", "0.05",
+                                      "-o", "onnxruntime.threads=1", "--duration", "0.05", "--passes", "1",
                                       "--results", str(out)])
     assert result.exit_code == 0, result.output
     (record,) = _lines(out)

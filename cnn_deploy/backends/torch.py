@@ -120,6 +120,8 @@ class TorchRunner(Runner):
             # current stream and graph captures are per device.
             self._stack.enter_context(torch.cuda.device(self.device))
         if self.options["threads"]:
+            before = torch.get_num_threads()  # process-wide: put back when this runner ends
+            self._stack.callback(torch.set_num_threads, before)
             torch.set_num_threads(int(self.options["threads"]))
         # Untrained: the seed every untrained export uses, so this row runs the same weights.
         model = (load_checkpoint(self.checkpoint)[1] if self.checkpoint

@@ -106,10 +106,18 @@ def _geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 0.0
 
 
+MIN_DECIDING_PROCESSES = 3  # with fewer, the process-to-process spread is not sampled
+
+
 def search(target: Target, backends: Sequence[str], batches: Sequence[int], *,
-           timing: TimingConfig = TUNE_TIMING, processes: int = 2,
-           on_cell: Callable[[Measurement], None] | None = None) -> list[Choice]:
-    """Time every candidate of every backend (each in ``processes`` fresh processes)."""
+           timing: TimingConfig = TUNE_TIMING, processes: int = 3,
+           on_cell: Callable[[Measurement], None] | None = None, seed: int = 0) -> list[Choice]:
+    """Time every candidate of every backend: ``processes`` fresh processes, each running every
+    candidate in its own shuffled order (so a slow phase of the machine does not always hit
+    the same candidate)."""
+    import dataclasses
+    import random
+
     from cnn_deploy.bench.targets import usable
     from cnn_deploy.bench.workers import run_plan
 
@@ -128,56 +136,122 @@ def search(target: Target, backends: Sequence[str], batches: Sequence[int], *,
         raise BenchError("nothing to tune here: none of " + ", ".join(backends) + " is usable "
                          "with a tune space for this model (`cnndeploy backends`)")
     cells = []
-    for cell in run_plan(Plan(target, tuple(rows), tuple(batches), timing, None), processes):
-        cells.append(cell)
-        if on_cell is not None:
-            on_cell(cell)
+    for process in range(processes):
+        order = list(range(len(rows)))
+        random.Random(seed * 1000 + process).shuffle(order)
+        plan = Plan(target, tuple(rows[i] for i in order), tuple(batches), timing, None)
+        for cell in run_plan(plan, 1):
+            cell = dataclasses.replace(cell, row=order[cell.row], process=process)
+            cells.append(cell)
+            if on_cell is not None:
+                on_cell(cell)
+    return [choice for name in dict.fromkeys(n for n, _ in given)
+            if (choice := _choose(name, given, cells, timing, batches, processes)) is not None]
+
+
+def _choose(name: str, given: list[tuple[str, dict[str, Any]]], cells: list[Measurement],
+            timing: TimingConfig, batches: Sequence[int], processes: int) -> Choice | None:
+    """The backend's choice: the best geometric mean over the batches, kept only when it beat
+    the defaults in every process at every batch, beyond both 95 % intervals, with at least
+    MIN_DECIDING_PROCESSES processes; else the defaults."""
+    mine = [i for i, (n, _) in enumerate(given) if n == name]
+    default = next((i for i in mine if not given[i][1]), None)
+    if default is None:  # the defaults cannot run here: nothing to compare with
+        return None
     by_row: dict[int, dict[int, Summary]] = {}
-    for s in summarise_cells(cells, timing):
+    for s in summarise_cells([c for c in cells if c.row in mine], timing):
         by_row.setdefault(s.row, {})[s.batch] = s
-    choices = []
-    for name in dict.fromkeys(n for n, _ in given):
-        mine = [i for i, (n, _) in enumerate(given) if n == name and i in by_row]
-        if not mine:
-            continue
-        default = next((i for i in mine if not given[i][1]), mine[0])
-        best = max(mine, key=lambda i: _geomean([s.stats.tiles_per_ms for s in by_row[i].values()]))
-        decided = best != default and all(
-            not intervals.overlap(by_row[best][b].ci, by_row[default][b].ci)
-            and by_row[best][b].stats.tiles_per_ms > by_row[default][b].stats.tiles_per_ms
-            for b in by_row[best] if b in by_row[default])
-        keep = best if decided else default
-        tiles = {b: s.stats.tiles_per_ms for b, s in by_row[keep].items()}
-        base = {b: s.stats.tiles_per_ms for b, s in by_row[default].items()}
-        tried = [{"options": given[i][1], "label": next(iter(by_row[i].values())).label,
-                  "tiles_per_ms": {str(b): s.stats.tiles_per_ms for b, s in by_row[i].items()},
-                  "ci95": {str(b): list(s.ci) if s.ci else None for b, s in by_row[i].items()}}
-                 for i in mine]
-        choices.append(Choice(name, given[keep][1], next(iter(by_row[keep].values())).label, tiles,
-                              base, _geomean([tiles[b] / base[b] for b in tiles if b in base]),
-                              decided, tried, None if best == keep else given[best][1]))
-    return choices
+    complete = [i for i in mine if set(by_row.get(i, {})) >= set(batches)]
+    if default not in complete:
+        return None
+    per_process: dict[tuple[int, int], dict[int, float]] = {}
+    for c in cells:
+        per_process.setdefault((c.row, c.batch), {})[c.process] = c.stats.tiles_per_ms
+
+    def score(i: int) -> float:
+        return _geomean([by_row[i][b].stats.tiles_per_ms for b in batches])
+
+    best = max(complete, key=score)
+
+    def beats(b: int) -> bool:
+        mine_b, base_b = per_process[(best, b)], per_process[(default, b)]
+        paired = [mine_b[p] > base_b[p] for p in mine_b if p in base_b]
+        return (len(paired) >= MIN_DECIDING_PROCESSES and all(paired)
+                and not intervals.overlap(by_row[best][b].ci, by_row[default][b].ci))
+
+    decided = best != default and processes >= MIN_DECIDING_PROCESSES and all(
+        beats(b) for b in batches)
+    keep = best if decided else default
+    tiles = {b: by_row[keep][b].stats.tiles_per_ms for b in batches}
+    base = {b: by_row[default][b].stats.tiles_per_ms for b in batches}
+    tried = [{"options": given[i][1], "label": next(iter(by_row[i].values())).label,
+              "tiles_per_ms": {str(b): s.stats.tiles_per_ms for b, s in by_row[i].items()},
+              "ci95": {str(b): list(s.ci) if s.ci else None for b, s in by_row[i].items()}}
+             for i in mine if i in by_row]
+    return Choice(name, given[keep][1], by_row[keep][batches[0]].label, tiles, base,
+                  _geomean([tiles[b] / base[b] for b in batches]), decided, tried,
+                  None if best == keep else given[best][1])
+
+
+def check_out(path: Path) -> None:
+    """Before any measuring: ``path`` can be written and is not something else's file."""
+    if path.is_dir():
+        raise BenchError(f"{path} is a folder: give a .json file path for the tuning file")
+    if path.suffix.lower() != ".json":
+        raise BenchError(f"{path}: a tuning file is .json; choose a .json path")
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            foreign = not (isinstance(data, dict) and "backends" in data and "schema" in data)
+        except (OSError, ValueError):
+            foreign = True
+        if foreign:
+            raise BenchError(f"{path} exists and is not a tuning file: choose another path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create {path.parent} ({exc.strerror}): choose another "
+                         "path") from None
 
 
 def save(choices: Sequence[Choice], path: Path, *, net: str, batches: Sequence[int],
          device: dict[str, Any]) -> Path:
-    data = {"schema": SCHEMA, "device_key": path.stem, "device": device, "net": net,
-            "batches": list(batches), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "backends": {c.backend: c.to_dict() for c in choices}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, json.dumps(data, indent=1) + "\n", "the tuning file", BenchError)
+    """Write (or update: other backends' entries are kept) the tuning file."""
+    from cnn_deploy.device import library_versions
+
+    entries: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            entries = dict(json.loads(path.read_text()).get("backends") or {})
+        except (OSError, ValueError, AttributeError):
+            entries = {}
+    versions = library_versions(registry.packages())
+    for c in choices:
+        entries[c.backend] = {**c.to_dict(), "net": net, "batches": list(batches),
+                              "versions": {p: versions[p] for p in registry.get(c.backend).packages
+                                           if p in versions},
+                              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    data = {"schema": SCHEMA, "device_key": path.stem, "device": device, "backends": entries}
+    try:
+        return write_atomic(path, json.dumps(data, indent=1) + "\n", "the tuning file", BenchError)
+    except OSError as exc:
+        raise BenchError(f"cannot write {path} ({exc.strerror}): choose another path") from None
 
 
 def load(path: Path) -> dict[str, dict[str, Any]] | None:
-    """backend -> options from a tuning file; None when there is none. A damaged or foreign
-    file is an error naming the fix (it would otherwise be ignored silently)."""
+    """backend -> its entry (options, versions...) from a tuning file; None when there is
+    none. A damaged or foreign file is an error naming the fix (not silently ignored)."""
+    if path.is_dir():
+        raise BenchError(f"the tuning file {path} is a folder: remove it, or pass --no-tune")
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
         if data.get("schema") != SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
-        tuned = {name: dict(entry["options"]) for name, entry in data["backends"].items()}
+        tuned = {str(name): dict(entry) for name, entry in data["backends"].items()}
+        for entry in tuned.values():
+            entry["options"] = dict(entry["options"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BenchError(f"the tuning file {path} is unreadable ({exc}): run `cnndeploy tune` "
                          "again, or pass --no-tune") from None
@@ -187,22 +261,40 @@ def load(path: Path) -> dict[str, dict[str, Any]] | None:
 def apply(options: dict[str, dict[str, Any]], backends: Sequence[str], path: Path
           ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``options`` plus the tuned options of each of ``backends`` the user gave no options;
-    and one note per backend tuned."""
+    and one note per backend. Only keys of a backend's tune space are taken (a tuning file
+    never moves a backend to another device or provider), and only with the backend's
+    packages at the versions that were tuned."""
+    from cnn_deploy.device import library_versions
+
     tuned = load(path)
     if not tuned:
         return options, []
     out = {k: dict(v) for k, v in options.items()}
-    applied = []
-    for name, values in tuned.items():
+    notes = []
+    now = library_versions(registry.packages())
+    for name, entry in tuned.items():
+        values = entry["options"]
         if name in out or not values or name not in backends:
             continue
         try:
-            entry = registry.get(name)
-            entry.resolve(values)  # still valid for this version's options
-        except Exception as exc:  # a file from another version: say so, keep the defaults
-            applied.append(f"tuned options for {name} in {path} no longer apply ({exc}): ignored")
+            backend = registry.get(name)
+            outside = [k for k in values if k not in backend.tune_space]
+            if outside:
+                raise BenchError(f"{', '.join(outside)} not tuned by `cnndeploy tune`")
+            backend.resolve(values)
+        except Exception as exc:  # a hand-edited file or another version's: say so, keep defaults
+            notes.append(f"tuned options for {name} in {path} do not apply ({exc}): the "
+                         "defaults run instead; run `cnndeploy tune` again")
+            continue
+        changed = {p: (v, now.get(p)) for p, v in (entry.get("versions") or {}).items()
+                   if now.get(p) != v}
+        if changed:
+            notes.append(f"{name} was tuned with " + ", ".join(
+                f"{p} {old}" for p, (old, _) in changed.items()) + " and this is " + ", ".join(
+                f"{p} {new}" for p, (_, new) in changed.items()) + ": its defaults run; run "
+                "`cnndeploy tune` again")
             continue
         out[name] = dict(values)
-        applied.append(f"tuned for this device ({path}): " + ", ".join(
+        notes.append(f"tuned for this device ({path}): " + ", ".join(
             f"{name}.{k}={v}" for k, v in values.items()) + " (--no-tune for the defaults)")
-    return out, applied
+    return out, notes

@@ -29,8 +29,10 @@ def timing(duration: float | None, warmup: float | None, iterations: int | None,
         changes["warmup_ms"] = warmup * 1000
     if iterations is not None:
         changes["min_iterations"] = iterations
-    if any(v < 0 for v in changes.values()):
-        raise BenchError("--duration, --warmup and --iterations must not be negative")
+    import math
+
+    if any(not math.isfinite(v) or v < 0 for v in changes.values()):
+        raise BenchError("--duration, --warmup and --iterations must be finite and not negative")
     from dataclasses import replace
 
     return replace(base, **changes)

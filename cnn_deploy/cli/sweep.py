@@ -25,6 +25,12 @@ def sweep(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Options of that "
                       "backend, BACKEND.KEY=VALUE, e.g. torch.device=cuda (part of each cell's "
                       "key, so another setting never resumes over this one).")] = None,
+    passes: Annotated[int | None, typer.Option(help="Passes over the cells, each in a shuffled "
+                      "order and fresh processes: a cell gets a 2nd pass, and more up to this "
+                      "many while its 95 % interval is wider than +-3 % (default 3; 1 with "
+                      "--method thesis, which has its own 3 loops).")] = None,
+    budget: Annotated[float | None, typer.Option(help="Minutes after which no new pass "
+                      "starts (the pass under way finishes).")] = None,
     tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Without -o options, run the "
                     "backend with this device's tuned options (`cnndeploy tune`).")] = True,
     results: Annotated[Path, typer.Option(help="JSONL file each cell is appended to; cells "
@@ -82,13 +88,21 @@ def sweep(
     if shard is not None:
         cells = lib.shard(cells, *lib.parse_shard(shard))
     loops = processes if processes is not None else (3 if method == "thesis" else 1)
+    if passes is None:
+        passes = 1 if method == "thesis" else lib.DEFAULT_PASSES
+    if not 1 <= passes <= 20:
+        raise BenchError(f"--passes must be within 1..20, got {passes}")
+    if budget is not None and not budget > 0:
+        raise BenchError(f"--budget must be a positive number of minutes, got {budget}")
     if dry_run:
-        done = lib.done_keys(results)
-        todo = [c for c in cells if c.key not in done]
+        measured = lib.cell_samples(results)
+        runs = [max(0, passes - len(measured.get(c.key, []))) for c in cells]
+        todo = [c for c, n in zip(cells, runs, strict=True) for _ in range(n)]
         seconds = lib.estimate_seconds(todo, method, duration, loops)
-        render.out.print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {results}, "
-                         f"{len(todo)} to run; estimated time {_hms(seconds)} "
-                         f"({seconds:.0f} s)", highlight=False, soft_wrap=True)
+        more = f", at most {passes} passes each" if passes > 1 else ""
+        render.out.print(f"{len(cells)} cells, {runs.count(0)} complete in {results}, "
+                         f"{len(cells) - runs.count(0)} to run{more}; estimated time at most "
+                         f"{_hms(seconds)} ({seconds:.0f} s)", highlight=False, soft_wrap=True)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
@@ -101,13 +115,15 @@ def sweep(
 
         outcome = lib.run_sweep(cells, results, group=label, method=method, duration=duration,
                                 processes=processes, data=data, on_progress=on_progress,
-                                train_epochs=train_epochs, models=models)
+                                train_epochs=train_epochs, models=models, passes=passes,
+                                budget_s=None if budget is None else budget * 60)
     if outcome.skipped:
-        render.note(f"{outcome.skipped} of {outcome.total} cells were already in {results}: "
-                    "skipped")
+        render.note(f"{outcome.skipped} of {outcome.total} cells were already complete in "
+                    f"{results}: skipped")
     for line in outcome.warnings:
         render.warn(line)
-    render.note(f"{len(outcome.records)} cells appended to {results}")
+    render.note(f"{len(outcome.records)} records appended to {results}"
+                + (f" ({passes} passes at most per cell)" if passes > 1 else ""))
 
 
 def _hms(seconds: float) -> str:

@@ -18,7 +18,9 @@ def tune(
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Comma-separated "
                        "backends (default: every backend with a tune space).")] = None,
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,1024",
-    processes: Annotated[int, typer.Option(help="Fresh processes per candidate.")] = 2,
+    processes: Annotated[int, typer.Option(help="Fresh processes, each timing every candidate "
+                         "in a shuffled order; a setting replaces the defaults only when it "
+                         "wins in every one of at least 3.")] = 3,
     duration: Annotated[float | None, typer.Option(help="Minimum timed seconds per cell "
                                                    "(default 0.5).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Tuning file (default: "
@@ -37,6 +39,10 @@ def tune(
         from cnn_deploy.errors import BenchError
 
         raise BenchError(f"--processes {processes}: choose 1..20")
+    if duration is not None and not 0 < duration <= 60:
+        from cnn_deploy.errors import BenchError
+
+        raise BenchError(f"--duration {duration}: choose seconds in (0, 60]")
     timing = TUNE_TIMING if duration is None else replace(TUNE_TIMING, min_duration_ms=duration * 1000)
     if model is None and spec is None:
         spec = "lenet_5c1f"
@@ -49,7 +55,14 @@ def tune(
         outcome = jobs.tune(target, backend.split(",") if backend else None, batches,
                             processes=processes, timing=timing, out=out, on_cell=on_cell)
     render.out.print(render.tune_table(outcome.choices, f"{target.name}: tuned here"))
-    render.note(f"wrote {outcome.path}: bench, sweep and stream use it (--no-tune for the defaults)")
+    default = jobs.tuning_file(True)
+    render.note(f"wrote {outcome.path}" + (": bench, sweep, stream and quickstart use it "
+                                          "(--no-tune for the defaults)" if default is not None
+                                          and outcome.path.resolve() == default.resolve() else
+                                          " (not this device's default tuning file, which "
+                                          f"is {default}: nothing reads this one by itself)"))
+    for c in outcome.choices:
+        render.note(f"{c.backend}: {c.verdict}")
 
 
 def register(app: typer.Typer) -> None:

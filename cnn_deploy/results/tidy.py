@@ -55,8 +55,12 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
             stats = _dict(r, "stats")
             ci = _dict(r, "ci95").get("tiles_per_ms")
             ci = ci if isinstance(ci, list) and len(ci) == 2 else [None, None]
+            samples = r.get("samples_ms")
             rows.append({**base, "precision": r.get("precision"), "scenario": r.get("scenario"),
                          "ci_lo": ci[0], "ci_hi": ci[1],
+                         # for intervals over several records (repeats, passes) of one cell
+                         "samples_ms": samples if isinstance(samples, list) else None,
+                         "wall_ms": r.get("wall_ms"),
                          "requested_batch": r.get("requested_batch", r.get("batch")),
                          "tiles_per_ms": stats.get("tiles_per_ms"),
                          "median_ms": stats.get("median_ms"), "p90_ms": stats.get("p90_ms"),

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cnn_deploy.bench.intervals import overlap
+from cnn_deploy.bench.intervals import overlap, process_ci
 from cnn_deploy.results.tidy import ACCURACIES, Rows, load, tidy
 
 # Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
@@ -34,9 +32,10 @@ def select(rows: Rows, **where: Any) -> Rows:
 
 
 def median_by(rows: Rows, keys: Sequence[str], y: str) -> Rows:
-    """One row per distinct ``keys`` with the median of ``y`` (repeats collapse). Where the
-    records carry 95 % intervals (``ci_lo``, ``ci_hi``: within one process), the row's interval
-    spans both those and the spread of the repeats (2.5th..97.5th percentile of the values)."""
+    """One row per distinct ``keys`` with the median of ``y`` (repeats collapse). For
+    tiles/ms, the row's 95 % interval (``ci_lo``, ``ci_hi``) is the bootstrap over its records
+    (each a process: a sweep pass, a bench process), then their iterations
+    (``bench.intervals.process_ci``); a single record's is its own, within one process."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if r.get(y) is not None:
@@ -45,12 +44,14 @@ def median_by(rows: Rows, keys: Sequence[str], y: str) -> Rows:
     for k, group in groups.items():
         values = [g[y] for g in group]
         row: dict[str, Any] = {**dict(zip(keys, k, strict=True)), y: statistics.median(values)}
-        los = [g["ci_lo"] for g in group if g.get("ci_lo") is not None]
-        his = [g["ci_hi"] for g in group if g.get("ci_hi") is not None]
-        if y == "tiles_per_ms" and los and his:
-            spread = np.percentile(values, [2.5, 97.5]) if len(values) > 1 else (values[0],) * 2
-            row["ci_lo"] = float(min(statistics.median(los), spread[0]))
-            row["ci_hi"] = float(max(statistics.median(his), spread[1]))
+        if y == "tiles_per_ms":
+            runs = [(g["samples_ms"], g["batch"], g.get("wall_ms")) for g in group
+                    if g.get("samples_ms") and g.get("batch")]
+            pooled = process_ci(runs) if len(runs) > 1 else None
+            ci = (pooled[0], pooled[1]) if pooled else _ci(group[0]) if len(group) == 1 else None
+            if ci is not None:
+                row["ci_lo"], row["ci_hi"] = float(ci[0]), float(ci[1])
+                row["processes"] = len(runs)
         out.append(row)
     return out
 
@@ -280,6 +281,8 @@ def batch_saturates(rows: Rows, knee: int = 512, tolerance: float = 0.10) -> Ver
 
     def within(at: dict[str, Any], best: dict[str, Any]) -> int:
         """+1 holds, -1 does not, 0 the intervals leave it open."""
+        if at is best:  # the knee is the series' best: saturated by definition
+            return 1
         ci_at, ci_best = _ci(at), _ci(best)
         if not (ci_at and ci_best):
             return 1 if at["tiles_per_ms"] >= (1 - tolerance) * best["tiles_per_ms"] else -1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_deploy.arch import THESIS_GROUPS, NetSpec, thesis_group
+from cnn_deploy.bench import intervals
 from cnn_deploy.bench.plan import BackendConfig, Measurement, Plan
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import TimingConfig
@@ -29,6 +30,8 @@ FLOPS_PER_S = 100e9  # a rough sustained rate for the estimate, not a measuremen
 PLAN_OVERHEAD_S = 1.5  # fresh worker process + ONNX Runtime session
 NET_OVERHEAD_S = 1.0  # exporting the untrained net to ONNX
 DRIFT_WARNING = 0.05  # thesis Table 1: the slowdown from the first to the last loop
+PASS_WIDTH = 0.03  # a cell gets another pass while its 95 % interval is wider than +-3 %
+DEFAULT_PASSES = 3  # the noise-aware default: 2 passes, a 3rd where the interval is wide
 _SPEC_FIELDS = tuple(f.name for f in fields(NetSpec))
 
 
@@ -199,8 +202,8 @@ def cell_timing(cell: SweepCell, method: str = "default", duration: float | None
     if method != "default":
         raise BenchError(f"--method takes one of {', '.join(METHODS)}, got '{method}'")
     min_ms = 300.0 if duration is None else duration * 1000
-    if min_ms < 0:
-        raise BenchError("--duration must not be negative")
+    if not min_ms >= 0 or min_ms == float("inf"):  # nan and inf would never end a cell
+        raise BenchError("--duration must be a finite number of seconds, not negative")
     huge = _iteration_s(cell) > 0.1
     return TimingConfig(warmup_ms=0.0 if huge else 100.0, warmup_iterations=1,
                         min_duration_ms=min_ms, min_iterations=3,
@@ -265,63 +268,146 @@ class SweepOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
+def cell_samples(results: Path) -> dict[str, list[tuple[list[float], int, float | None]]]:
+    """Each cell key's measured passes in ``results``: (samples, batch, wall_ms) per record."""
+    from cnn_deploy.results import store
+
+    out: dict[str, list[tuple[list[float], int, float | None]]] = {}
+    if not results.is_file():
+        return out
+    for r in store.read(results).records:
+        key, samples = r.get("cell"), r.get("samples_ms")
+        if isinstance(key, str) and isinstance(samples, list) and samples and r.get("batch"):
+            out.setdefault(key, []).append((samples, int(r["batch"]), r.get("wall_ms")))
+    return out
+
+
+def wants_pass(passes: list[tuple[list[float], int, float | None]], target: int) -> bool:
+    """Another pass for a cell measured ``passes`` times: until 2 (min(2, target)), then while
+    its 95 % interval over the passes is wider than +-PASS_WIDTH, up to ``target``."""
+    if len(passes) >= target:
+        return False
+    if len(passes) < min(2, target):
+        return True
+    ci = intervals.process_ci(passes)
+    figures = sorted(len(s) * b / (w or sum(s)) for s, b, w in passes)
+    half = intervals.relative_halfwidth(ci, figures[len(figures) // 2])
+    return half is None or half > PASS_WIDTH
+
+
 def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: str = "default",
               duration: float | None = None, processes: int | None = None,
               data: str | None = None, on_progress: Callable[[SweepProgress], None] | None = None,
-              train_epochs: int | None = None, models: Path = Path("models")
-              ) -> SweepOutcome:
-    """Time every cell not yet in ``results``; append each cell's record as it finishes."""
-    from cnn_deploy.bench.targets import resolve_target
-    from cnn_deploy.bench.workers import run_plan
-    from cnn_deploy.files import file_sha256
+              train_epochs: int | None = None, models: Path = Path("models"), passes: int = 1,
+              budget_s: float | None = None, seed: int = 0) -> SweepOutcome:
+    """Time every cell until it has ``passes`` records (from 2 on, only while its interval
+    is wide), appending each record as it finishes. With several passes each pass runs the
+    cells still wanted in a shuffled order (seeded), so drift and a slow process state spread
+    over the cells instead of landing on one; no pass starts after ``budget_s`` seconds."""
+    import random
+    import time
+
     from cnn_deploy.results.records import Writer
 
     if processes is None:
         processes = 3 if method == "thesis" else 1
     if processes < 1:
         raise BenchError(f"--processes must be at least 1, got {processes}")
+    if not 1 <= passes <= 20:
+        raise BenchError(f"--passes must be within 1..20, got {passes}")
     writer = Writer(results)
-    done = done_keys(results)
-    todo = [c for c in cells if c.key not in done]
-    outcome = SweepOutcome(writer.run_id, len(cells), len(cells) - len(todo))
-    sweep_info = {"group": group, "method": method, "processes": processes}
+    measured = cell_samples(results)
+    wanted = [c for c in cells if wants_pass(measured.get(c.key, []), passes)]
+    outcome = SweepOutcome(writer.run_id, len(cells), len(cells) - len(wanted))
+    sweep_info = {"group": group, "method": method, "processes": processes, "passes": passes}
     report = on_progress or (lambda _: None)
-    finished = 0
-    trained_nets: dict[NetSpec, dict[str, Any]] = {}
-    units = plan_units(todo, method, duration)
-    for unit in units:
-        report(SweepProgress(finished, len(todo), unit[0]))
-        trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
-        checkpoint, name = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
-        engine = _engine(unit, models, report, SweepProgress(finished, len(todo), unit[0]))
-        if engine is not None:  # the engine names its network (sidecar -> source ONNX)
-            checkpoint = name = None
-        with resolve_target(checkpoint, name, engine) as (target, _):
-            sha = file_sha256(target.onnx) if target.onnx else None
-            timing = cell_timing(unit[0], method, duration)
-            plan = Plan(target, (_config(unit[0].backend, dict(unit[0].options)),),
-                        tuple(c.batch for c in unit),
-                        timing, data)
-            pending = {c.batch: c for c in unit}
-            loops: dict[int, list[Measurement]] = {}
-            for cell in run_plan(plan, processes):
-                loops.setdefault(cell.requested_batch, []).append(cell)
-                if len(loops[cell.requested_batch]) < processes:
-                    continue
-                sweep_cell = pending.pop(cell.requested_batch)
-                record = _record(sweep_cell, loops[cell.requested_batch], timing, sha,
-                                 {**sweep_info, "run": outcome.run_id}, target.to_dict())
-                if trained:
-                    record["time_to_accuracy"] = trained["time_to_accuracy"]
-                    record["test_accuracy"] = trained["test_accuracy"]
-                writer.append("bench", record)
-                outcome.records.append(record)
-                outcome.warnings.extend(f"{sweep_cell.key}: {w}" for w in record["warnings"])
-                finished += 1
-                nxt = next(iter(pending.values()), None)
-                report(SweepProgress(finished, len(todo), nxt, record))
-    report(SweepProgress(finished, len(todo), None))
+    state = _Passes(writer, outcome, sweep_info, report, method, duration, processes, data,
+                    train_epochs, models, measured,
+                    total=sum(passes - len(measured.get(c.key, [])) for c in wanted))  # at most
+    started = time.monotonic()
+    for index in range(passes):
+        todo = [c for c in cells if wants_pass(measured.get(c.key, []), passes)]
+        if not todo:
+            break
+        if budget_s is not None and time.monotonic() - started > budget_s and index:
+            outcome.warnings.append(f"the time budget ({budget_s:.0f} s) ended the sweep after "
+                                    f"pass {index}: {len(todo)} cells still have wide intervals")
+            break
+        units = plan_units(todo, method, duration)
+        if passes > 1:
+            random.Random(seed * 1000 + index).shuffle(units)
+        state.run(units, index)
+    report(SweepProgress(state.finished, state.finished, None))
     return outcome
+
+
+@dataclass
+class _Passes:
+    """What every pass of one sweep shares: where records go, how cells are timed, what is
+    measured so far (cell key -> its passes' samples)."""
+
+    writer: Any
+    outcome: SweepOutcome
+    sweep_info: dict[str, Any]
+    report: Callable[[SweepProgress], None]
+    method: str
+    duration: float | None
+    processes: int
+    data: str | None
+    train_epochs: int | None
+    models: Path
+    measured: dict[str, list[tuple[list[float], int, float | None]]]
+    total: int
+    finished: int = 0
+    trained_nets: dict[NetSpec, dict[str, Any]] = field(default_factory=dict)
+
+    def run(self, units: list[list[SweepCell]], index: int) -> None:
+        """One pass over ``units`` (pass ``index``, 0-based)."""
+        from cnn_deploy.bench.targets import resolve_target
+        from cnn_deploy.bench.workers import run_plan
+        from cnn_deploy.files import file_sha256
+
+        outcome, report, method, duration = self.outcome, self.report, self.method, self.duration
+        processes, data, models = self.processes, self.data, self.models
+        train_epochs, trained_nets, measured = self.train_epochs, self.trained_nets, self.measured
+        sweep_info, writer, finished = self.sweep_info, self.writer, self.finished
+        todo_count = max(self.total, finished + sum(len(u) for u in units))
+        for unit in units:
+            report(SweepProgress(finished, todo_count, unit[0]))
+            trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
+            checkpoint, name = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
+            engine = _engine(unit, models, report, SweepProgress(finished, todo_count, unit[0]))
+            if engine is not None:  # the engine names its network (sidecar -> source ONNX)
+                checkpoint = name = None
+            with resolve_target(checkpoint, name, engine) as (target, _):
+                sha = file_sha256(target.onnx) if target.onnx else None
+                timing = cell_timing(unit[0], method, duration)
+                plan = Plan(target, (_config(unit[0].backend, dict(unit[0].options)),),
+                            tuple(c.batch for c in unit),
+                            timing, data)
+                pending = {c.batch: c for c in unit}
+                loops: dict[int, list[Measurement]] = {}
+                for cell in run_plan(plan, processes):
+                    loops.setdefault(cell.requested_batch, []).append(cell)
+                    if len(loops[cell.requested_batch]) < processes:
+                        continue
+                    sweep_cell = pending.pop(cell.requested_batch)
+                    done_cell = loops[cell.requested_batch]
+                    record = _record(sweep_cell, done_cell, timing, sha,
+                                     {**sweep_info, "run": outcome.run_id, "pass": index + 1},
+                                     target.to_dict())
+                    if trained:
+                        record["time_to_accuracy"] = trained["time_to_accuracy"]
+                        record["test_accuracy"] = trained["test_accuracy"]
+                    writer.append("bench", record)
+                    measured.setdefault(sweep_cell.key, []).append(
+                        (record["samples_ms"], int(record["batch"]), record.get("wall_ms")))
+                    outcome.records.append(record)
+                    outcome.warnings.extend(f"{sweep_cell.key}: {w}" for w in record["warnings"])
+                    finished += 1
+                    nxt = next(iter(pending.values()), None)
+                    report(SweepProgress(finished, todo_count, nxt, record))
+        self.finished = finished
 
 
 def _trained_net(spec: NetSpec, epochs: int | None, models: Path, data: str | None,
