@@ -32,7 +32,8 @@ def timing(duration: float | None, warmup: float | None, iterations: int | None,
     import math
 
     if any(not math.isfinite(v) or v < 0 for v in changes.values()):
-        raise BenchError("--duration, --warmup and --iterations must be finite and not negative")
+        raise BenchError("--duration, --warmup and --iterations must not be negative (nor nan "
+                         "or infinite)")
     from dataclasses import replace
 
     return replace(base, **changes)
