@@ -173,3 +173,19 @@ class _AsyncTimer:
         self.runner.now_ns = max(self.runner.now_ns, self.done_ns)  # wait for this iteration
         compute = self.runner.device_ms - 2.0
         return {"h2d": 1.0, "compute": compute, "d2h": 1.0}
+
+
+def graph_model(path: Any, node: str, inputs: dict[str, list[Any]], outputs: dict[str, list[Any]],
+                **attributes: Any) -> Any:
+    """A one-node float ONNX file (e.g. not an image classifier) at ``path``: ``inputs`` and
+    ``outputs`` map names to shapes (a str is a dynamic dimension)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def values(spec: dict[str, list[Any]]) -> list[Any]:
+        return [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in spec.items()]
+
+    graph = helper.make_graph([helper.make_node(node, list(inputs), list(outputs), **attributes)],
+                              "g", values(inputs), values(outputs))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

@@ -217,15 +217,9 @@ def assert_fails(*args: Any, match: str, results: Path | None = None) -> str:
 
 
 def flat_model(folder: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
+    from fakes import graph_model
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    path = folder / "flat.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return Path(graph_model(folder / "flat.onnx", "Relu", {"x": ["N", 10]}, {"y": ["N", 10]}))
 
 
 def test_bad_input(trained: Trained, video: Path, tmp_path: Path, results: Path) -> None:
@@ -304,15 +298,10 @@ def test_bad_input(trained: Trained, video: Path, tmp_path: Path, results: Path)
 
 def seg_model(folder: Path) -> Path:
     """A model whose output is an image (N, 2, 28, 28), not class scores."""
-    import onnx
-    from onnx import TensorProto, helper
+    from fakes import graph_model
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 28, 28])
-    graph = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], "g", [x], [y])
-    path = folder / "seg.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return Path(graph_model(folder / "seg.onnx", "Concat", {"x": ["N", 1, 28, 28]},
+                            {"y": ["N", 2, 28, 28]}, axis=1))
 
 
 def test_force_lets_out_replace_a_video(trained: Trained, video: Path, tmp_path: Path) -> None:

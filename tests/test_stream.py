@@ -479,15 +479,11 @@ def test_capture_thread_or_inline_classify_alike(trained: Trained, videos: dict[
 
 
 def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    path = tmp_path / "flat.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     from cnn_deploy.errors import CnnDeployError
+
+    from fakes import graph_model
+
+    path = graph_model(tmp_path / "flat.onnx", "Relu", {"x": ["N", 10]}, {"y": ["N", 10]})
 
     with pytest.raises(CnnDeployError, match=r"\(N, C, H, W\)|NCHW"), TileClassifier.from_path(path):
         pass

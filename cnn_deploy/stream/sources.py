@@ -256,9 +256,7 @@ def _open_gstreamer(cv2: Any, text: str, timeout_s: float) -> Source:
                           "[stream] extra), or give a file, /dev/videoN or a URL")
     # our own appsink keeps only the newest buffer and does not hold frames back to the clock
     pipeline = text if "appsink" in text else text + " ! appsink drop=true max-buffers=1 sync=false"
-    ms = int(min(timeout_s, 3600.0) * 1000)  # OpenCV takes an int32 of milliseconds
-    capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER,
-                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    capture = _bounded_capture(cv2, pipeline, cv2.CAP_GSTREAMER, timeout_s)
     if not capture.isOpened():
         capture.release()
         raise StreamError(f"GStreamer could not start '{text}': try it with `gst-launch-1.0 "
@@ -270,10 +268,16 @@ def has_gstreamer(cv2: Any) -> bool:
     return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
 
 
-def _open_network(cv2: Any, text: str, timeout_s: float) -> Source:
+def _bounded_capture(cv2: Any, text: str, api: int, timeout_s: float) -> Any:
+    """A VideoCapture whose open and every read give up after ``timeout_s`` (FFmpeg and
+    GStreamer backends; OpenCV >= 4.6)."""
     ms = int(min(timeout_s, 3600.0) * 1000)  # OpenCV takes an int32 of milliseconds
-    capture = cv2.VideoCapture(text, cv2.CAP_FFMPEG,
-                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    return cv2.VideoCapture(text, api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+
+def _open_network(cv2: Any, text: str, timeout_s: float) -> Source:
+    capture = _bounded_capture(cv2, text, cv2.CAP_FFMPEG, timeout_s)
     if not capture.isOpened():
         capture.release()
         raise StreamError(f"no stream at {text} within {timeout_s:g} s: check the URL, that the "
