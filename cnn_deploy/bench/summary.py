@@ -54,8 +54,8 @@ def summarise_cells(cells: list[Measurement], config: TimingConfig = TimingConfi
         ci = intervals.process_ci([(c.samples_ms, c.batch, c.wall_ms) for c in group])
         half = intervals.relative_halfwidth(ci, mid.stats.tiles_per_ms)
         if ci is not None and half is not None and half > intervals.WIDE:
-            warnings.append(f"tiles/ms is known to +-{half:.0%} only (95 % interval {ci[0]:.1f}.."
-                            f"{ci[1]:.1f} over {len(group)} process(es)): raise --duration or "
+            warnings.append(f"tiles/ms is known to +-{half:.0%} only (95 % interval {ci[0]:.3g}.."
+                            f"{ci[1]:.3g} over {len(group)} process(es)): raise --duration or "
                             "--processes before quoting it")
         base = baseline_tpm.get(batch)
         out.append(Summary(row, mid.label, mid.backend, batch, mid.stats, len(group), tpms,
