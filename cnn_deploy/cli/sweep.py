@@ -95,7 +95,7 @@ def sweep(
     if budget is not None and not budget > 0:
         raise BenchError(f"--budget must be a positive number of minutes, got {budget}")
     if dry_run:
-        measured = lib.cell_samples(results)
+        measured = lib.cell_passes(results)
         runs = [max(0, passes - len(measured.get(c.key, []))) for c in cells]
         todo = [c for c, n in zip(cells, runs, strict=True) for _ in range(n)]
         seconds = lib.estimate_seconds(todo, method, duration, loops)

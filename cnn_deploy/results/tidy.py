@@ -79,11 +79,28 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
     return rows
 
 
+Passes = list[tuple[list[float], int, float | None]]
+
+
+def cell_passes(path: Path) -> dict[str, Passes]:
+    """Each sweep cell key's records in ``path``: (samples_ms, batch, wall_ms) per record (a
+    pass; samples empty and batch 0 where a record lacks them); a missing file has none, a
+    cut line is skipped."""
+    out: dict[str, Passes] = {}
+    if not path.is_file():
+        return out
+    for r in store.read(path).records:
+        key, samples, batch = r.get("cell"), r.get("samples_ms"), r.get("batch")
+        if isinstance(key, str):
+            out.setdefault(key, []).append((samples if isinstance(samples, list) else [],
+                                            batch if isinstance(batch, int) else 0,
+                                            r.get("wall_ms")))
+    return out
+
+
 def done_cells(path: Path) -> set[str]:
     """Sweep cell keys already in ``path`` (a missing file: none; a cut line is skipped)."""
-    if not path.is_file():
-        return set()
-    return {r["cell"] for r in tidy(store.read(path).records) if isinstance(r.get("cell"), str)}
+    return set(cell_passes(path))
 
 
 def _peak_fields(device: dict[str, Any]) -> dict[str, Any]:

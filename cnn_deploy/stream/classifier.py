@@ -126,7 +126,7 @@ class TileClassifier:
                    options: dict[str, Any] | None = None, tiling: TilingConfig | None = None,
                    batch: int | None = None, notes: list[str] | None = None) -> TileClassifier:
         """An inactive classifier of ``target`` on ``backend`` (enter it to load)."""
-        name = backend or default_backend(target)
+        name = backend or default_backend(target.engine is not None)
         entry = registry.get(name)
         why = entry.missing(target)
         if why is not None:
@@ -327,19 +327,10 @@ class TileClassifier:
         return result
 
 
-def default_backend_name(model: Path) -> str:
-    """The backend a model file runs on without -b: TensorRT for an engine, else the first
-    that loads ONNX."""
-    needs = "engine" if model.suffix.lower() in ENGINE_SUFFIXES else "onnx"
-    return registry.first_loading(needs).name
-
-
-def default_backend(target: Target) -> str:
-    """The backend that loads the target's own form: TensorRT for an engine, else the first
-    backend that loads ONNX (ONNX Runtime)."""
-    if target.engine is not None:
-        return registry.first_loading("engine").name
-    return registry.first_loading("onnx").name
+def default_backend(engine: bool) -> str:
+    """The backend a model runs on without -b: TensorRT for an engine, else the first backend
+    that loads ONNX (ONNX Runtime)."""
+    return registry.first_loading("engine" if engine else "onnx").name
 
 
 def _pixel_scale(target: Target, notes: list[str]) -> float:

@@ -131,9 +131,9 @@ def run(job: StreamJob, *, jsonl: TextIO | None = None,
         tuned_notes: list[str] = []
         if job.tuning is not None and not options:
             from cnn_deploy.bench.tune import apply
-            from cnn_deploy.stream.classifier import default_backend_name
+            from cnn_deploy.stream.classifier import default_backend
 
-            chosen = backend or default_backend_name(job.model)
+            chosen = backend or default_backend(engine)
             tuned, tuned_notes = apply({}, [chosen], job.tuning)
             options = {chosen: tuned[chosen]} if chosen in tuned else {}
         options_for = options.get(backend, {}) if backend else {}

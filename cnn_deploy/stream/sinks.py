@@ -102,7 +102,6 @@ class AnnotatedSink(Sink):
             path.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
         self._tmp: Path | None = None
-        self.written = 0
 
     def write(self, image: np.ndarray, result: FrameResult) -> None:
         cv2 = import_cv2()
@@ -126,7 +125,6 @@ class AnnotatedSink(Sink):
                     raise StreamError(f"OpenCV cannot write {self.path.suffix} video to {self.path}: "
                                       "try .avi or .mkv, or a folder")
             self._writer.write(frame)
-        self.written += 1
 
     def close(self) -> None:
         if self._writer is not None:

@@ -120,7 +120,6 @@ class _ImagesSource(Source):
     def __init__(self, info: SourceInfo, paths: list[Path]) -> None:
         super().__init__(info)
         self._paths = deque(paths)
-        self.skipped: list[str] = []
 
     def read(self) -> np.ndarray | None:
         cv2 = import_cv2()
@@ -129,7 +128,6 @@ class _ImagesSource(Source):
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if image is None or image.size == 0:
                 self.unreadable += 1
-                self.skipped.append(path.name)
                 continue
             return to_uint8(image)
         return None

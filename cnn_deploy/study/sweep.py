@@ -23,6 +23,7 @@ from cnn_deploy.bench.plan import BackendConfig, Measurement, Plan
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError
+from cnn_deploy.results.tidy import cell_passes
 
 GROUPS = (*THESIS_GROUPS, "all")
 METHODS = ("default", "thesis")
@@ -186,13 +187,6 @@ def shard(cells: Sequence[SweepCell], k: int, n: int) -> list[SweepCell]:
     return [c for i, c in enumerate(cells) if i % n == k - 1]
 
 
-def done_keys(results: Path) -> set[str]:
-    """Sweep cell keys already in ``results`` (a missing file: none; a cut line is skipped)."""
-    from cnn_deploy.results.tidy import done_cells
-
-    return done_cells(results)
-
-
 # -- timing and estimate -----------------------------------------------------------
 def cell_timing(cell: SweepCell, method: str = "default", duration: float | None = None
                 ) -> TimingConfig:
@@ -268,20 +262,6 @@ class SweepOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def cell_samples(results: Path) -> dict[str, list[tuple[list[float], int, float | None]]]:
-    """Each cell key's measured passes in ``results``: (samples, batch, wall_ms) per record."""
-    from cnn_deploy.results import store
-
-    out: dict[str, list[tuple[list[float], int, float | None]]] = {}
-    if not results.is_file():
-        return out
-    for r in store.read(results).records:
-        key, samples = r.get("cell"), r.get("samples_ms")
-        if isinstance(key, str) and isinstance(samples, list) and samples and r.get("batch"):
-            out.setdefault(key, []).append((samples, int(r["batch"]), r.get("wall_ms")))
-    return out
-
-
 def wants_pass(passes: list[tuple[list[float], int, float | None]], target: int) -> bool:
     """Another pass for a cell measured ``passes`` times: until 2 (min(2, target)), then while
     its 95 % interval over the passes is wider than +-PASS_WIDTH, up to ``target``."""
@@ -289,8 +269,11 @@ def wants_pass(passes: list[tuple[list[float], int, float | None]], target: int)
         return False
     if len(passes) < min(2, target):
         return True
-    ci = intervals.process_ci(passes)
-    figures = sorted(len(s) * b / (w or sum(s)) for s, b, w in passes)
+    measured = [(s, b, w) for s, b, w in passes if s and b and (w or sum(s)) > 0]
+    if len(measured) < 2:  # records without samples count as passes, but say nothing more
+        return True
+    ci = intervals.process_ci(measured)
+    figures = sorted(len(s) * b / (w or sum(s)) for s, b, w in measured)
     half = intervals.relative_halfwidth(ci, figures[len(figures) // 2])
     return half is None or half > PASS_WIDTH
 
@@ -316,7 +299,7 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     if not 1 <= passes <= 20:
         raise BenchError(f"--passes must be within 1..20, got {passes}")
     writer = Writer(results)
-    measured = cell_samples(results)
+    measured = cell_passes(results)
     wanted = [c for c in cells if wants_pass(measured.get(c.key, []), passes)]
     outcome = SweepOutcome(writer.run_id, len(cells), len(cells) - len(wanted))
     sweep_info = {"group": group, "method": method, "processes": processes, "passes": passes}
