@@ -41,3 +41,7 @@ class EngineError(CnnDeployError):
 
 class StreamError(CnnDeployError):
     """A frame source, tiling or output of `cnndeploy stream` that cannot work as asked."""
+
+
+class PredictError(CnnDeployError):
+    """A latency model that cannot be fitted or used, or a budget no network can meet."""

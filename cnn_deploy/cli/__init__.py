@@ -41,6 +41,7 @@ def _register() -> None:
         build,
         data,
         export,
+        model,
         profile,
         quickstart,
         report,
@@ -51,7 +52,7 @@ def _register() -> None:
         tune,
     )
 
-    for module in (quickstart, train, export, build, bench, profile, sweep, stream, tune,
+    for module in (quickstart, train, export, build, bench, profile, sweep, stream, tune, model,
                    report, backends):
         module.register(app)
     app.add_typer(data.app, name="data")

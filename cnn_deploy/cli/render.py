@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -193,4 +194,66 @@ def tune_table(choices: Sequence[Any], title: str) -> Table:
             table.add_row(escape(c.backend), escape(opts),
                           *(f"{t['tiles_per_ms'].get(str(b), float('nan')):.1f}" for b in batches),
                           mark)
+    return table
+
+
+# -- latency models, predictions, selection ---------------------------------------------------
+def fit_table(model: Any, title: str) -> Table:
+    """Each form's fit: in-sample and leave-one-net-out errors and its interval."""
+    table = Table(title=title, title_justify="left")
+    for name in ("form", "median |error|", "held-out net median |error|", "within ±10 %",
+                 "within ±20 %", "interval (95 %)"):
+        table.add_column(name, justify="left" if name == "form" else "right")
+    def pct(e: dict[str, float], key: str) -> str:
+        return f"{e[key]:.0%}" if key in e and e[key] == e[key] else "-"  # nan: not computed
+
+    for form, e in model.errors.items():
+        table.add_row(form, *(pct(e, k) for k in ("median_abs_error", "held_out_median_abs_error",
+                                                  "held_out_within_10", "held_out_within_20")),
+                      f"x/÷ {math.exp(model.interval[form]):.2f}")
+    return table
+
+
+def prediction_table(preds: Sequence[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("net", "batch", "tiles/ms", "interval", "ms per batch", "measured"):
+        table.add_column(name, justify="left" if name == "net" else "right", no_wrap=name == "net")
+    for p in preds:
+        table.add_row(p.net, str(p.batch), f"{p.tiles_per_ms:.3g}" + ("*" if p.outside else ""),
+                      f"{p.low:.3g}..{p.high:.3g}", f"{p.ms_per_batch:.3g}",
+                      "-" if p.measured is None else f"{p.measured:.3g}")
+    if any(p.outside for p in preds):
+        table.caption = "* outside the fitted range: the interval is doubled"
+    return table
+
+
+def validation_table(validation: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("", "cells", "within ±10 %", "within ±20 %", "median |error|", "p90 |error|"):
+        table.add_column(name, justify="left" if not name else "right")
+    labels = {"additive": "additive model", "thesis": "thesis eq. 13 form",
+              "repeat": "two passes of one cell (the floor)"}
+    for key, label in labels.items():
+        s = validation.summary.get(key) or {}
+        if s:
+            table.add_row(label, f"{s['n']:.0f}", f"{s['within_10']:.0%}", f"{s['within_20']:.0%}",
+                          f"{s['median_abs_error']:.1%}", f"{s['p90_abs_error']:.1%}")
+    return table
+
+
+def selection_table(selection: Any, title: str) -> Table:
+    need = selection.budget.required
+    table = Table(title=title, title_justify="left")
+    for name in ("net", "tiles/ms", "interval", "source", "accuracy", "meets", "front"):
+        table.add_column(name, justify="left" if name in ("net", "source", "meets") else "right",
+                         no_wrap=name == "net")
+    for c in selection.candidates:
+        pick = selection.pick is not None and c.spec == selection.pick.spec
+        table.add_row(("> " if pick else "") + c.spec.name, f"{c.tiles_per_ms:.3g}",
+                      f"{c.low:.3g}..{c.high:.3g}", "measured" if c.measured else "predicted",
+                      "-" if c.accuracy is None else f"{c.accuracy:.2%}", c.status(need),
+                      "*" if c.front else "")
+    table.caption = (f"needs {need:.3g} tiles/ms at batch {selection.budget.at_batch}; meets: yes "
+                     "= even at the interval's slow end; front: the Pareto front of accuracy vs "
+                     "tiles/ms")
     return table

@@ -65,6 +65,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                          "tiles_per_ms": stats.get("tiles_per_ms"),
                          "median_ms": stats.get("median_ms"), "p90_ms": stats.get("p90_ms"),
                          "cell": r.get("cell"), "sweep_group": sweep.get("group"),
+                         "test_accuracy": _number(r.get("test_accuracy")),
                          "sweep_method": sweep.get("method"), "drift": sweep.get("drift"),
                          **{f"tta_{a}": tta.get(a) for a in ACCURACIES}})
         elif r.get("kind") == "profile":
@@ -123,6 +124,10 @@ def _device_name(device: dict[str, Any]) -> Any:
     if isinstance(slug, str) and slug.startswith("cuda-") and device.get("kind") == "cuda":
         return slug.removeprefix("cuda-")
     return slug
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _dict(record: dict[str, Any], key: str) -> dict[str, Any]:

@@ -1,0 +1,459 @@
+"""Predict the tiles/ms of networks nobody has measured, from one device's sweep records.
+
+Two forms, fitted to the same records by non-negative least squares on relative error:
+
+- ``thesis``: eq. 13 of the thesis (§4.2, eq. 14-18): ms per tile = C1·FC + C2·FC·N² +
+  C3·FC·N + C4·D·Σ out² + C5·D·Σ in² + C6·D²·Σ out² + C7, the sums over conv layers 2..C
+  (``out``/``in``: a layer's output/input side), one figure per tile whatever the batch.
+- ``additive``: nn-Meter's idea, a network's time is the sum of its layers' times. Per batch
+  of B tiles: a fixed cost per call and per layer, the weights read once, and per operation
+  category (the first conv, the other convs, gemm, pool, elementwise) B x its FLOPs and
+  B x its activation bytes, from ``NetSpec.layer_costs``.
+
+A prediction carries an interval: figure x e^(±q), q the 95th percentile of |ln(predicted /
+measured)| over the fit's leave-one-net-out predictions; a net or batch outside the fitted
+range gets a warning and twice that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_deploy.arch import TILE, NetSpec
+from cnn_deploy.errors import PredictError, SpecError
+from cnn_deploy.results.tidy import Rows
+
+SCHEMA = "cnn_deploy.latency_model/1"
+FORMS = ("additive", "thesis")
+MIN_NETS = 4  # distinct networks a fit needs
+MIN_POINTS = 8  # (net, batch) cells a fit needs
+RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
+_CATEGORIES = ("conv1", "conv", "gemm", "pool", "elementwise")
+ADDITIVE_TERMS = ("call", "layers", "weight_MB",
+                  *(f"{c}_{u}" for c in _CATEGORIES for u in ("MFLOP", "MB")))
+THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
+# The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
+# GpuDot22's 6.8e-6 and GpuElemwise's 4.9e-5; D*sum(in^2) sums GpuAlloc and GpuDnnPool.
+THESIS_PUBLISHED = (6.8e-6 + 4.9e-5, 6.6e-11, 1.9e-7, 2.4e-7, 3.5e-8 + 8.2e-8, 3.03e-8, 9.8e-3)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured cell: the median tiles/ms of its records (passes, processes)."""
+
+    spec: NetSpec
+    batch: int
+    tiles_per_ms: float
+    figures: tuple[float, ...] = ()  # each record's tiles/ms
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which measurements a model speaks for: one device, one backend setting, one precision."""
+
+    device: str
+    backend: str  # the record's backend label, e.g. 'onnxruntime extended 2t'
+    backend_name: str
+    precision: str
+
+    def describe(self) -> str:
+        return f"{self.backend} ({self.precision}) on {self.device}"
+
+
+# -- records -> points --------------------------------------------------------------
+def sources(rows: Rows) -> dict[Source, list[dict[str, Any]]]:
+    """Bench rows of named networks, by (device, backend setting, precision)."""
+    out: dict[Source, list[dict[str, Any]]] = {}
+    for r in rows:
+        figure = r.get("tiles_per_ms")
+        if r.get("kind") != "bench" or not isinstance(figure, (int, float)) or not figure > 0 \
+                or not isinstance(r.get("batch"), int) or not isinstance(r.get("net"), str):
+            continue
+        key = Source(str(r.get("device")), str(r.get("backend")), str(r.get("backend_name")),
+                     str(r.get("precision") or "fp32"))
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def choose_source(rows: Rows, backend: str | None = None, device: str | None = None) -> Source:
+    """The one source ``rows`` hold, or the one ``backend``/``device`` pick; several without a
+    pick is an error listing them (a model speaks for one device and one backend setting)."""
+    found = sources(rows)
+    picked = [s for s in found
+              if (backend is None or backend in (s.backend, s.backend_name))
+              and (device is None or device == s.device)]
+    listing = "; ".join(f"'{s.backend}' on {s.device} ({len(v)} records)"
+                        for s, v in found.items())
+    if not found:
+        raise PredictError("no bench records of named networks to fit: give the results of "
+                            "`cnndeploy sweep` (or `bench --spec`)")
+    if not picked:
+        raise PredictError(f"no records match --backend {backend!r} --device {device!r}: "
+                            f"the files hold {listing}")
+    if len(picked) > 1:
+        raise PredictError(f"the records mix {len(picked)} devices or backend settings "
+                            f"({listing}): a model speaks for one; choose with --backend LABEL "
+                            "(or its backend name) and --device SLUG")
+    return picked[0]
+
+
+def points(rows: Rows, source: Source) -> list[Point]:
+    """The median tiles/ms of each (net, batch) cell of ``source`` (names that are not of the
+    family, e.g. a foreign ONNX file, are left out)."""
+    cells: dict[tuple[NetSpec, int], list[float]] = {}
+    for r in sources(rows).get(source, []):
+        try:
+            spec = NetSpec.from_name(r["net"])
+        except SpecError:
+            continue
+        cells.setdefault((spec, r["batch"]), []).append(float(r["tiles_per_ms"]))
+    return [Point(spec, batch, statistics.median(v), tuple(v))
+            for (spec, batch), v in sorted(cells.items(), key=lambda kv: (kv[0][0].name, kv[0][1]))]
+
+
+# -- features ----------------------------------------------------------------------------
+def additive_features(spec: NetSpec, batch: int) -> list[float]:
+    """ADDITIVE_TERMS for one batch: the model's time (ms) is their dot product with the
+    coefficients."""
+    per_cat = {c: [0.0, 0.0] for c in _CATEGORIES}  # MFLOP, MB of activations per tile
+    weights = 0.0
+    costs = spec.layer_costs()
+    for cost in costs:
+        category = "conv1" if cost.layer == "conv1" else cost.category
+        weight_bytes = 4.0 * cost.params
+        weights += weight_bytes
+        per_cat[category][0] += cost.flops / 1e6
+        per_cat[category][1] += (cost.bytes - weight_bytes) / 1e6
+    row = [1.0, float(len(costs)), weights / 1e6]
+    for c in _CATEGORIES:
+        row += [batch * per_cat[c][0], batch * per_cat[c][1]]
+    return row
+
+
+def thesis_features(spec: NetSpec) -> list[float]:
+    """THESIS_TERMS of one tile (eq. 14-18 with the sides of this spec's convolutions)."""
+    outs = spec.conv_sides()
+    ins = [TILE, *outs[:-1]]
+    out2 = float(sum(s * s for s in outs[1:]))  # conv layers 2..C, as the thesis sums
+    in2 = float(sum(s * s for s in ins[1:]))
+    fc, n, d = spec.fc_layers, spec.neurons, spec.depth
+    return [fc, fc * n * n, fc * n, d * out2, d * in2, d * d * out2, 1.0]
+
+
+def _design(form: str, pts: Sequence[tuple[NetSpec, int]]) -> np.ndarray:
+    if form == "additive":
+        return np.array([additive_features(s, b) for s, b in pts], dtype=float)
+    return np.array([thesis_features(s) for s, _ in pts], dtype=float)
+
+
+def _target(form: str, batch: int, tiles_per_ms: float) -> float:
+    """What the form models: ms per batch (additive) or ms per tile (thesis)."""
+    return (batch if form == "additive" else 1.0) / tiles_per_ms
+
+
+def _tiles_per_ms(form: str, batch: int, value: float) -> float:
+    return (batch if form == "additive" else 1.0) / value if value > 0 else math.inf
+
+
+def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the relative error sum((x·c - y) / y)²."""
+    from scipy.optimize import nnls
+
+    a = x / y[:, None]
+    scale = np.linalg.norm(a, axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * a.shape[1])
+    return np.asarray(coef / scale)
+
+
+# -- the model ---------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    net: str
+    batch: int
+    tiles_per_ms: float
+    low: float  # the interval on tiles/ms
+    high: float
+    form: str
+    outside: list[str] = field(default_factory=list)  # fields outside the fitted range
+    measured: float | None = None  # a measured figure of this cell, where the model holds one
+
+    @property
+    def ms_per_batch(self) -> float:
+        return self.batch / self.tiles_per_ms
+
+
+@dataclass
+class LatencyModel:
+    source: Source
+    coef: dict[str, list[float]]  # form -> coefficients
+    interval: dict[str, float]  # form -> q: figure x e^(±q) (95th pct of held-out |ln ratio|)
+    errors: dict[str, dict[str, float]]  # form -> fit figures
+    ranges: dict[str, list[int]]
+    training: list[tuple[str, int, float]]  # (net, batch, tiles/ms) fitted to
+    versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's, as the records ran it
+    adapted_from: str | None = None
+
+    def predict(self, spec: NetSpec, batch: int, form: str = "additive") -> Prediction:
+        if form not in FORMS:
+            raise PredictError(f"--form takes one of {', '.join(FORMS)}, got '{form}'")
+        if batch < 1:
+            raise PredictError(f"batch must be at least 1, got {batch}")
+        value = float(_design(form, [(spec, batch)])[0] @ np.array(self.coef[form]))
+        figure = _tiles_per_ms(form, batch, value)
+        outside = self.outside(spec, batch)
+        half = self.interval[form] * (2.0 if outside else 1.0)
+        measured = {(n, b): t for n, b, t in self.training}.get((spec.name, batch))
+        return Prediction(spec.name, batch, figure, figure * math.exp(-half),
+                          figure * math.exp(half), form, outside, measured)
+
+    def outside(self, spec: NetSpec, batch: int) -> list[str]:
+        values = {**{f: getattr(spec, f) for f in RANGE_FIELDS if f != "batch"}, "batch": batch}
+        return [f"{f} {values[f]} (fitted {lo}..{hi})" for f, (lo, hi) in self.ranges.items()
+                if not lo <= values[f] <= hi]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "source": vars(self.source), "coef": self.coef,
+                "terms": {"additive": ADDITIVE_TERMS, "thesis": THESIS_TERMS},
+                "interval": self.interval, "errors": self.errors, "ranges": self.ranges,
+                "training": self.training, "versions": self.versions, "options": self.options,
+                "adapted_from": self.adapted_from}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> LatencyModel:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise PredictError(f"{where} is not a latency model of this version (schema {got!r}, "
+                                f"expected {SCHEMA!r}): fit it again with `cnndeploy model fit`")
+        try:
+            model = cls(Source(**d["source"]), {f: list(map(float, d["coef"][f])) for f in FORMS},
+                        {f: float(d["interval"][f]) for f in FORMS}, d["errors"],
+                        {k: [int(v[0]), int(v[1])] for k, v in d["ranges"].items()},
+                        [(str(n), int(b), float(t)) for n, b, t in d["training"]],
+                        dict(d.get("versions") or {}), dict(d.get("options") or {}),
+                        d.get("adapted_from"))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise PredictError(f"{where} is damaged ({type(exc).__name__}: {exc}): fit it again "
+                                "with `cnndeploy model fit`") from None
+        lengths = {"additive": len(ADDITIVE_TERMS), "thesis": len(THESIS_TERMS)}
+        if any(len(model.coef[f]) != n for f, n in lengths.items()):
+            raise PredictError(f"{where} has the wrong number of coefficients: fit it again with "
+                                "`cnndeploy model fit`")
+        return model
+
+
+def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None) -> LatencyModel:
+    """Both forms fitted to ``pts``, each with its leave-one-net-out interval."""
+    nets = {p.spec for p in pts}
+    if len(pts) < MIN_POINTS or len(nets) < MIN_NETS:
+        raise PredictError(f"{len(pts)} cells of {len(nets)} networks of {source.describe()} are "
+                            f"too few to fit (at least {MIN_POINTS} cells of {MIN_NETS} networks): "
+                            "run `cnndeploy sweep --group all` first")
+    coef, interval, errors = {}, {}, {}
+    for form in FORMS:
+        c = _fit_form(form, pts)
+        ratios = _held_out_ratios(form, pts)
+        held = [abs(r - 1.0) for r in ratios]
+        inside = [abs(_predict_point(form, c, p) / p.tiles_per_ms - 1.0) for p in pts]
+        coef[form] = [float(v) for v in c]
+        interval[form] = _log_quantile(ratios)
+        errors[form] = {"median_abs_error": float(np.median(inside)),
+                        "held_out_median_abs_error": float(np.median(held)),
+                        "held_out_within_10": float(np.mean(np.array(held) <= 0.10)),
+                        "held_out_within_20": float(np.mean(np.array(held) <= 0.20))}
+    ranges = {f: [min(_field(p, f) for p in pts), max(_field(p, f) for p in pts)]
+              for f in RANGE_FIELDS}
+    training = [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts]
+    return LatencyModel(source, coef, interval, errors, ranges, training, dict(versions or {}),
+                        dict(options or {}))
+
+
+def _field(p: Point, name: str) -> int:
+    return p.batch if name == "batch" else int(getattr(p.spec, name))
+
+
+def _fit_form(form: str, pts: Sequence[Point]) -> np.ndarray:
+    x = _design(form, [(p.spec, p.batch) for p in pts])
+    y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
+    return _nnls(x, y)
+
+
+def _predict_point(form: str, coef: np.ndarray, p: Point) -> float:
+    value = float(_design(form, [(p.spec, p.batch)])[0] @ coef)
+    return _tiles_per_ms(form, p.batch, value)
+
+
+def _held_out_ratios(form: str, pts: Sequence[Point]) -> list[float]:
+    """predicted / measured of every point, each predicted by a fit without its net."""
+    out: list[float] = []
+    for net in {p.spec for p in pts}:
+        c = _fit_form(form, [p for p in pts if p.spec != net])
+        out += [_predict_point(form, c, p) / p.tiles_per_ms for p in pts if p.spec == net]
+    return out
+
+
+def _log_quantile(ratios: Sequence[float], q: float = 0.95) -> float:
+    """The ``q`` quantile of |ln(predicted / measured)|: the interval is figure x e^(±that)."""
+    logs = [abs(math.log(r)) for r in ratios if r > 0 and math.isfinite(r)]
+    return float(np.quantile(logs, q)) if logs else math.inf
+
+
+def published_thesis(spec: NetSpec) -> float:
+    """Tiles/ms by the thesis's own GTX960 constants (eq. 14-18, C7)."""
+    return 1.0 / float(np.array(thesis_features(spec)) @ np.array(THESIS_PUBLISHED))
+
+
+# -- a new device from few measurements ----------------------------------------------------
+_ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB"),
+                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_MB"),
+                 "gemm": ("gemm_MFLOP", "gemm_MB"),
+                 "other": ("pool_MFLOP", "pool_MB", "elementwise_MFLOP", "elementwise_MB")}
+MAX_ADAPT_POINTS = 10
+
+
+def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
+          versions: dict[str, str] | None = None, options: dict[str, Any] | None = None
+          ) -> LatencyModel:
+    """``model`` carried to ``source`` from a few of its measurements: one non-negative scale
+    per group of terms (overhead, conv, gemm, other) of the additive form; the thesis form
+    gets one scale overall. Its interval is the leave-one-out error on ``pts`` where there
+    are enough of them, never narrower than the source model's."""
+    if len(pts) < 2:
+        raise PredictError(f"adapting takes 2 to {MAX_ADAPT_POINTS} measurements of the new "
+                            f"device, got {len(pts)}: measure a few nets there with `cnndeploy "
+                            "sweep --grid ...`")
+    pts = _thin(pts, MAX_ADAPT_POINTS)
+    coef, interval, errors = {}, {}, {}
+    for form in FORMS:
+        scaled = _adapt_form(model, form, pts)
+        loo = [_predict_point(form, _adapt_form(model, form, [q for q in pts if q != p]), p)
+               / p.tiles_per_ms for p in pts] if len(pts) >= 4 else []
+        coef[form] = [float(v) for v in scaled]
+        interval[form] = max(_log_quantile(loo) if loo else 0.0, model.interval[form])
+        errors[form] = {"adapt_points": float(len(pts)),
+                        "held_out_median_abs_error":
+                            float(np.median([abs(r - 1.0) for r in loo])) if loo else math.nan}
+    return LatencyModel(source, coef, interval, errors, model.ranges,
+                        [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts], dict(versions or {}),
+                        dict(options or {}), adapted_from=model.source.describe())
+
+
+def _thin(pts: Sequence[Point], n: int) -> list[Point]:
+    """At most ``n`` points spread over the list (deterministic)."""
+    if len(pts) <= n:
+        return list(pts)
+    step = len(pts) / n
+    return [pts[int(i * step)] for i in range(n)]
+
+
+def _adapt_form(model: LatencyModel, form: str, pts: Sequence[Point]) -> np.ndarray:
+    base = np.array(model.coef[form])
+    if form == "thesis":
+        groups = [list(range(len(base)))]
+    else:
+        groups = [[ADDITIVE_TERMS.index(t) for t in terms] for terms in _ADAPT_GROUPS.values()]
+    x = _design(form, [(p.spec, p.batch) for p in pts])
+    y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
+    contrib = np.stack([x[:, g] @ base[g] for g in groups], axis=1)
+    used = contrib.any(axis=0)
+    scales = np.ones(len(groups))
+    if used.any():
+        scales[used] = _nnls(contrib[:, used], y)
+    out = base.copy()
+    for g, s in zip(groups, scales, strict=True):
+        out[g] = base[g] * s
+    return out
+
+
+def check_version(model: LatencyModel, versions: dict[str, str]) -> list[str]:
+    """Notes where this machine's backend package differs from the one the model was fitted on."""
+    name = model.source.backend_name
+    fitted, here = model.versions.get(name), versions.get(name)
+    if fitted and here and fitted != here:
+        return [f"the model was fitted with {name} {fitted}; this machine has {here}: refit if "
+                "the figures look off"]
+    return []
+
+
+
+# -- the file --------------------------------------------------------------------------------
+def default_path(device: str) -> Path:
+    """Where `model fit` writes, and predict and select look, for this device's model."""
+    return Path("models") / f"latency_{device}.json"
+
+
+def save(model: LatencyModel, path: Path) -> Path:
+    from cnn_deploy.files import check_output, write_atomic
+
+    check_output(path, ".json", "the latency model", PredictError)
+    return write_atomic(path, json.dumps(model.to_dict(), indent=1) + "\n", "the latency model",
+                        PredictError)
+
+
+def load(path: Path) -> LatencyModel:
+    if not path.is_file():
+        raise PredictError(f"no latency model at {path}: fit one with `cnndeploy model fit "
+                           f"results/sweep.jsonl -o {path}`")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PredictError(f"{path} is not a readable latency model ({type(exc).__name__}): fit "
+                           "it again with `cnndeploy model fit`") from None
+    return LatencyModel.from_dict(data, str(path))
+
+
+def record_setting(records: Sequence[dict[str, Any]], source: Source
+                   ) -> tuple[dict[str, str], dict[str, Any]]:
+    """The package versions and backend options the records of ``source`` ran with."""
+    def mapping(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    for r in records:
+        backend = mapping(r.get("backend"))
+        if backend.get("label") == source.backend:
+            return ({k: str(v) for k, v in mapping(r.get("versions")).items()},
+                    {k: v for k, v in mapping(backend.get("options")).items() if v is not None})
+    return {}, {}
+
+
+def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None
+              ) -> tuple[LatencyModel, list[str]]:
+    """A model fitted to the bench records of ``paths`` (one source; see choose_source), and
+    the damaged lines skipped."""
+    from cnn_deploy.results.tidy import load as load_records
+    from cnn_deploy.results.tidy import tidy
+
+    records, skipped = load_records(paths)
+    rows = tidy(records)
+    source = choose_source(rows, backend, device)
+    versions, options = record_setting(records, source)
+    return fit(points(rows, source), source, versions, options), skipped
+
+
+def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
+                device: str | None = None, n: int = MAX_ADAPT_POINTS
+                ) -> tuple[LatencyModel, list[str]]:
+    """``model`` carried to the source of ``paths`` from at most ``n`` of its cells."""
+    from cnn_deploy.results.tidy import load as load_records
+    from cnn_deploy.results.tidy import tidy
+
+    if not 2 <= n <= MAX_ADAPT_POINTS:
+        raise PredictError(f"--points must be within 2..{MAX_ADAPT_POINTS}, got {n}")
+    records, skipped = load_records(paths)
+    rows = tidy(records)
+    source = choose_source(rows, backend, device)
+    if source == model.source:
+        raise PredictError(f"the records are of {source.describe()}, which the model was fitted "
+                           "on: adapting is for another device or backend setting")
+    versions, options = record_setting(records, source)
+    return adapt(model, _thin(points(rows, source), n), source, versions, options), skipped

@@ -1,0 +1,274 @@
+"""Which network fits a time budget: candidates' tiles/ms (measured where a record has it,
+predicted with an interval elsewhere) against their test accuracy, the Pareto front, and the
+pick: the most accurate network that meets the budget even at its interval's slow end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.arch import NetSpec
+from cnn_deploy.errors import PredictError, SpecError
+from cnn_deploy.results.tidy import Rows
+from cnn_deploy.study.perfmodel import LatencyModel, Source, points, sources
+from cnn_deploy.study.sweep import SweepCell, SweepProgress, run_sweep
+
+MAX_FRAME_BATCH = 4096  # a frame's tiles go in batches of at most this (stream's default)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A frame of ``tiles_per_frame`` tiles within ``ms_per_frame``, or ``tiles_per_ms`` at
+    ``batch``; either way a required tiles/ms at one batch."""
+
+    ms_per_frame: float | None = None
+    tiles_per_frame: int | None = None
+    tiles_per_ms: float | None = None
+    batch: int = 1024
+
+    def __post_init__(self) -> None:
+        frame = self.ms_per_frame is not None or self.tiles_per_frame is not None
+        if frame == (self.tiles_per_ms is not None):
+            raise PredictError("give a budget: --budget-ms with --tiles-per-frame, or "
+                               "--tiles-per-ms (not both)")
+        if frame and (self.ms_per_frame is None or self.tiles_per_frame is None):
+            raise PredictError("--budget-ms and --tiles-per-frame go together: a frame of N "
+                               "tiles within B ms")
+        for name, value in (("--budget-ms", self.ms_per_frame), ("--tiles-per-ms", self.tiles_per_ms)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise PredictError(f"{name} must be a positive number, got {value}")
+        if self.tiles_per_frame is not None and self.tiles_per_frame < 1:
+            raise PredictError(f"--tiles-per-frame must be at least 1, got {self.tiles_per_frame}")
+        if not 1 <= self.batch <= MAX_FRAME_BATCH:
+            raise PredictError(f"--batch must be within 1..{MAX_FRAME_BATCH}, got {self.batch}")
+
+    @property
+    def at_batch(self) -> int:
+        return min(self.tiles_per_frame, MAX_FRAME_BATCH) if self.tiles_per_frame else self.batch
+
+    @property
+    def required(self) -> float:
+        """Tiles/ms a network must reach at ``at_batch``."""
+        if self.tiles_per_ms is not None:
+            return self.tiles_per_ms
+        assert self.tiles_per_frame is not None and self.ms_per_frame is not None
+        return self.tiles_per_frame / self.ms_per_frame
+
+    def describe(self) -> str:
+        if self.tiles_per_ms is not None:
+            return f"{self.tiles_per_ms:g} tiles/ms at batch {self.batch}"
+        return (f"{self.tiles_per_frame} tiles in {self.ms_per_frame:g} ms per frame "
+                f"(>= {self.required:.3g} tiles/ms at batch {self.at_batch})")
+
+
+@dataclass
+class Candidate:
+    spec: NetSpec
+    batch: int
+    tiles_per_ms: float
+    low: float
+    high: float
+    measured: bool
+    accuracy: float | None = None
+    outside: list[str] = field(default_factory=list)
+    front: bool = False
+
+    def status(self, required: float) -> str:
+        """'yes' (even at the interval's slow end), 'marginal' (only at the figure) or 'no'."""
+        if self.low >= required:
+            return "yes"
+        return "marginal" if self.tiles_per_ms >= required else "no"
+
+
+@dataclass
+class Selection:
+    budget: Budget
+    candidates: list[Candidate]  # fastest first
+    pick: Candidate | None
+    why: str
+    notes: list[str] = field(default_factory=list)
+
+
+def candidate_specs(model: LatencyModel, extra: Sequence[NetSpec] = ()) -> list[NetSpec]:
+    """The networks the model was fitted on, plus ``extra`` (a grid), each once."""
+    specs: dict[str, NetSpec] = {}
+    for name, _, _ in model.training:
+        try:
+            specs.setdefault(name, NetSpec.from_name(name))
+        except SpecError:
+            continue
+    for s in extra:
+        specs.setdefault(s.name, s)
+    return list(specs.values())
+
+
+def accuracies(rows: Rows, checkpoints: dict[str, float] | None = None) -> dict[str, float]:
+    """Best known test accuracy per net: records of trained runs, then checkpoints."""
+    out: dict[str, float] = {}
+    for r in rows:
+        acc = r.get("test_accuracy")
+        if isinstance(acc, float) and isinstance(r.get("net"), str):
+            out[r["net"]] = max(acc, out.get(r["net"], 0.0))
+    for name, acc in (checkpoints or {}).items():
+        out[name] = max(acc, out.get(name, 0.0))
+    return out
+
+
+def measured(rows: Rows, source: Source) -> dict[tuple[str, int], tuple[float, float, float]]:
+    """(net, batch) -> (median, low, high) tiles/ms of the records of ``source``: the range of
+    its records' figures where there are several, the figure alone otherwise."""
+    return {(p.spec.name, p.batch): (p.tiles_per_ms, min(p.figures), max(p.figures))
+            for p in points(rows, source)} if source in sources(rows) else {}
+
+
+def rank(model: LatencyModel, specs: Sequence[NetSpec], budget: Budget, rows: Rows,
+         accuracy: dict[str, float], min_accuracy: float | None = None) -> Selection:
+    """Every candidate at the budget's batch, the Pareto front of accuracy vs tiles/ms and the
+    pick; an impossible budget or accuracy floor is an error naming the best there is."""
+    if min_accuracy is not None and not 0.0 < min_accuracy <= 1.0:
+        raise PredictError(f"--min-accuracy is a fraction in (0, 1], got {min_accuracy}")
+    if not specs:
+        raise PredictError("no candidate networks: give --grid or a model fitted on a sweep")
+    batch = budget.at_batch
+    seen = measured(rows, model.source)
+    out: list[Candidate] = []
+    for spec in specs:
+        got = seen.get((spec.name, batch))
+        if got is not None:
+            out.append(Candidate(spec, batch, got[0], got[1], got[2], True, accuracy.get(spec.name)))
+            continue
+        p = model.predict(spec, batch)
+        out.append(Candidate(spec, batch, p.tiles_per_ms, p.low, p.high, False,
+                             accuracy.get(spec.name), p.outside))
+    out.sort(key=lambda c: -c.tiles_per_ms)
+    _mark_front(out)
+    need = budget.required
+    fastest = out[0]
+    if fastest.tiles_per_ms < need:
+        raise PredictError(
+            f"no candidate meets {budget.describe()}: the fastest, {fastest.spec.name}, "
+            f"{'measures' if fastest.measured else 'is predicted at'} {fastest.tiles_per_ms:.3g} "
+            f"tiles/ms there; relax the budget, or add smaller nets with --grid")
+    known = [c for c in out if c.accuracy is not None]
+    if min_accuracy is not None and known and max(c.accuracy or 0.0 for c in known) < min_accuracy:
+        best = max(known, key=lambda c: c.accuracy or 0.0)
+        raise PredictError(f"no candidate reaches --min-accuracy {min_accuracy:.2%}: the best "
+                           f"known is {best.spec.name} at {best.accuracy:.2%}; lower the floor "
+                           "or train more candidates (--train-top K)")
+    fits = [c for c in known if c.status(need) == "yes"
+            and (min_accuracy is None or (c.accuracy or 0.0) >= min_accuracy)]
+    notes: list[str] = []
+    if fits:
+        pick = max(fits, key=lambda c: (c.accuracy or 0.0, c.tiles_per_ms))
+        why = (f"the most accurate network that meets {budget.describe()} even at the slow end "
+               f"of its interval ({pick.low:.3g} tiles/ms, {_margin(pick.low, need)} margin)")
+        return Selection(budget, out, pick, why, notes)
+    unknown = [c for c in out if c.accuracy is None and c.status(need) == "yes"]
+    why = ("no network with a known accuracy meets the budget with margin"
+           + (f"; {len(unknown)} untrained candidates do: train them with --train-top K"
+              if unknown else ""))
+    return Selection(budget, out, None, why, notes)
+
+
+def _margin(low: float, need: float) -> str:
+    return f"{low / need - 1.0:+.0%}"
+
+
+def _mark_front(cands: list[Candidate]) -> None:
+    """The Pareto front of accuracy vs tiles/ms: no other candidate is both faster and at
+    least as accurate (candidates without an accuracy are not on it)."""
+    best = -1.0
+    for c in cands:  # fastest first
+        if c.accuracy is not None and c.accuracy > best:
+            c.front, best = True, c.accuracy
+
+
+def to_train(selection: Selection, k: int) -> list[Candidate]:
+    """The ``k`` candidates to train: meeting the budget with margin, accuracy unknown, the
+    most compute per tile first (the likeliest to be accurate among those that fit)."""
+    need = selection.budget.required
+    todo = [c for c in selection.candidates if c.accuracy is None and c.status(need) == "yes"]
+    return sorted(todo, key=lambda c: -c.spec.flops_per_tile)[:k]
+
+
+def summary(selection: Selection) -> dict[str, Any]:
+    """A JSON-ready form of ``selection``."""
+    need = selection.budget.required
+    return {"budget": selection.budget.describe(), "required_tiles_per_ms": need,
+            "batch": selection.budget.at_batch,
+            "pick": selection.pick.spec.name if selection.pick else None, "why": selection.why,
+            "candidates": [{"net": c.spec.name, "tiles_per_ms": c.tiles_per_ms, "low": c.low,
+                            "high": c.high, "source": "measured" if c.measured else "predicted",
+                            "accuracy": c.accuracy, "meets": c.status(need), "front": c.front,
+                            "outside": c.outside} for c in selection.candidates],
+            "notes": selection.notes}
+
+
+def checkpoint_accuracies(models: Path, specs: Sequence[NetSpec]) -> dict[str, float]:
+    """Test accuracy of each candidate's checkpoint ``models/<net>.pt`` where there is one."""
+    from cnn_deploy.errors import ModelError
+    from cnn_deploy.train import load_checkpoint
+
+    out: dict[str, float] = {}
+    for spec in specs:
+        path = models / f"{spec.name}.pt"
+        if not path.is_file():
+            continue
+        try:
+            _, _, checkpoint = load_checkpoint(path)
+        except ModelError:
+            continue  # a damaged checkpoint is no accuracy, not a failed selection
+        acc = checkpoint.get("metrics", {}).get("test_accuracy")
+        if isinstance(acc, float):
+            out[spec.name] = acc
+    return out
+
+
+def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
+           min_accuracy: float | None = None, extra: Sequence[NetSpec] = (),
+           models: Path = Path("models"), train_top: int = 0, epochs: int = 2,
+           results: Path = Path("results/select.jsonl"), data: str | None = None,
+           on_progress: Callable[[SweepProgress], None] | None = None) -> Selection:
+    """Rank the candidates; with ``train_top`` K, train the K most promising candidates of
+    unknown accuracy that meet the budget, measure them (two passes, fresh processes) into
+    ``results``, and rank again with what they measured."""
+    from cnn_deploy.results.tidy import load, tidy
+
+    if not 0 <= train_top <= 20:
+        raise PredictError(f"--train-top must be within 0..20, got {train_top}")
+    if train_top and epochs < 1:
+        raise PredictError(f"--epochs must be at least 1, got {epochs}")
+    if train_top:
+        from cnn_deploy.results.store import check_writable
+
+        check_writable(results)
+    specs = candidate_specs(model, extra)
+
+    def rows_now() -> Rows:
+        files = list(dict.fromkeys([*records, *([results] if results.is_file() else [])]))
+        return tidy(load(files)[0]) if files else []
+
+    rows = rows_now()
+    selection = rank(model, specs, budget, rows,
+                     accuracies(rows, checkpoint_accuracies(models, specs)), min_accuracy)
+    if not train_top:
+        return selection
+    todo = to_train(selection, train_top)
+    if not todo:
+        selection.notes.append("--train-top: every candidate that meets the budget already has "
+                               "an accuracy")
+        return selection
+    setting = tuple(sorted(model.options.items()))
+    cells = [SweepCell(c.spec, c.batch, model.source.backend_name, "fp32", setting) for c in todo]
+    run_sweep(cells, results, group="select", passes=2, train_epochs=epochs, models=models,
+              data=data, on_progress=on_progress)
+    rows = rows_now()
+    again = rank(model, specs, budget, rows,
+                 accuracies(rows, checkpoint_accuracies(models, specs)), min_accuracy)
+    again.notes.append(f"trained and measured {', '.join(c.spec.name for c in todo)} "
+                       f"({epochs} epochs each) into {results}")
+    return again
