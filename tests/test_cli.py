@@ -88,7 +88,8 @@ def read_results(path: Path) -> Any:
 # -- --help ----------------------------------------------------------------------
 COMMANDS = [["quickstart"], ["train"], ["export"], ["bench"], ["build"], ["profile"], ["backends"], ["data"],
             ["data", "download"], ["data", "info"], ["data", "video"], ["report"], ["compare"],
-            ["stream"], ["tune"],
+            ["stream"], ["tune"], ["model"], ["model", "fit"], ["model", "adapt"],
+            ["model", "validate"], ["predict"], ["select"],
             ["sweep"], ["results"], ["results", "merge"]]
 
 

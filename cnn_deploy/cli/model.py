@@ -132,7 +132,8 @@ def validate(
     from cnn_deploy.study import heldout
 
     model = _load(latency_model)
-    check_writable(results)
+    if measure:
+        check_writable(results)
     with _progress() as bar:
         outcome = heldout.validate(model, results, nets, seed,
                                    _on_progress(bar, bar.add_task("held-out", total=None)),

@@ -48,6 +48,8 @@ def draw(n: int, seed: int = 1, exclude: Sequence[str] = ()) -> list[tuple[NetSp
                   "depth": _log_uniform(rng, *SPACE["depth"]),
                   "neurons": _log_uniform(rng, *SPACE["neurons"]),
                   "kernel": kernel, "padding": rng.choice((0, kernel // 2))}
+        if not fields["fc_layers"]:
+            fields["neurons"] = NetSpec.neurons  # unused without hidden FC layers: one name per net
         batch = _log_uniform(rng, *SPACE["batch"])
         try:
             spec = NetSpec(**fields)
@@ -171,7 +173,7 @@ def validate(model: LatencyModel, results: Path, nets: int = 40, seed: int = 1,
     cells = draw(nets, seed, exclude=[n for n, _, _ in model.training])
     if run:
         measure(cells, results, model.source.backend_name, model.options, on_progress, data)
-    elif not results.is_file():
+    elif not results.is_file() or not results.stat().st_size:
         raise PredictError(f"no held-out records at {results}: run without --no-measure first")
     records, _ = load([results])
     return evaluate(model, tidy(records), cells)

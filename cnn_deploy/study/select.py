@@ -249,7 +249,8 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
     specs = candidate_specs(model, extra)
 
     def rows_now() -> Rows:
-        files = list(dict.fromkeys([*records, *([results] if results.is_file() else [])]))
+        files = list(dict.fromkeys([*records, *([results] if results.is_file()
+                                                 and results.stat().st_size else [])]))
         return tidy(load(files)[0]) if files else []
 
     rows = rows_now()
