@@ -318,3 +318,24 @@ def test_train_top_trains_measures_and_reranks(model: pm.LatencyModel, tmp_path:
     assert len(trained) == 2
     assert got.pick is not None and got.pick.spec.name in trained and got.pick.measured
     assert any("trained and measured" in n for n in got.notes)
+
+
+# -- the report's section ------------------------------------------------------------------------
+def test_report_section_fits_validates_on_held_out_cells_and_draws_the_front(tmp_path: Path) -> None:
+    from cnn_deploy.study import perfreport
+    from cnn_deploy.study.report import THESIS_TABLE2
+
+    recs = sweep_records(passes=1)
+    for r in recs[:20]:
+        r["test_accuracy"] = 0.9 + 0.001 * len(r["model"]["name"])
+    for spec, batch in heldout.draw(6, seed=2):
+        for _ in range(2):
+            recs.append({**record(spec, batch, true_tiles_per_ms(spec, batch)),
+                         "sweep": {"group": perfreport.HELD_OUT}})
+    got = perfreport.section(tidy(recs), THESIS_TABLE2, tmp_path)
+    assert [r["error"] for r in got.thesis] == ["+7%", "-37%", "+0%"]
+    assert [r["form"] for r in got.fits] == ["additive", "thesis"]
+    assert got.fits[0]["held-out cells"] == 6 and got.fits[0]["repeat within ±10 %"] == "100%"
+    assert got.fits[0]["within ±10 %"] == "100%"
+    assert [p.name for _, p in got.pngs] == ["heldout_1.png", "pareto.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for _, p in got.pngs)

@@ -13,10 +13,13 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnn_deploy.bench.intervals import overlap, process_ci
 from cnn_deploy.results.tidy import ACCURACIES, Rows, load, tidy
+
+if TYPE_CHECKING:
+    from cnn_deploy.study.perfreport import LatencySection
 
 # Thesis Table 2 (GTX960, Theano): tiles/ms and seconds of training to 90/95/97 % accuracy.
 THESIS_TABLE2 = {
@@ -403,9 +406,12 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
         if f.rows:
             plot(f, out / f"{f.key}.png")
     verdicts = conclusions(rows)
+    from cnn_deploy.study.perfreport import section
+
+    latency = section(rows, THESIS_TABLE2, out)
     index = out / "index.html"
     index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths,
-                                 table1(rows)))
+                                 table1(rows), latency))
     return Report(index, figs, verdicts, skipped)
 
 
@@ -413,8 +419,9 @@ def _table(rows: Rows) -> str:
     if not rows:
         return "<p>no data</p>"
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r.values())
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may lack some columns
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(k)))}</td>" for k in keys)
                    + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -425,7 +432,8 @@ _ONLOAD = ("window.addEventListener('load',function(){var i=Array.prototype.slic
 
 
 def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, ups: Rows,
-                sources: Sequence[Path], t1: Rows | None = None) -> str:
+                sources: Sequence[Path], t1: Rows | None = None,
+                latency: LatencySection | None = None) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cnn_deploy report</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style>",
@@ -444,5 +452,17 @@ def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, u
         parts.append(f"<img alt='{html.escape(f.key)}' src='data:image/png;base64,{data}'>")
     parts += ["<h2>Table 1: drift across loops (sweep --method thesis)</h2>", _table(t1 or []),
               "<h2>Table 2: time to accuracy (thesis: GTX960)</h2>", _table(t2),
-              "<h2>Device-vs-device speed-up</h2>", _table(ups), "</body></html>"]
+              "<h2>Device-vs-device speed-up</h2>", _table(ups)]
+    if latency is not None:
+        parts += ["<h2>Latency models (thesis eq. 13 and additive per layer)</h2>",
+                  "<p>The thesis's own model (eq. 14-18, C7 = 9.8e-3, fitted on the GTX960) on "
+                  "its Table 2 networks:</p>", _table(latency.thesis),
+                  "<p>Both forms fitted to each device and backend here (<code>cnndeploy model "
+                  "fit</code>); held-out figures from <code>cnndeploy model validate</code>'s "
+                  "cells where the records hold them:</p>", _table(latency.fits)]
+        for title, png in latency.pngs:
+            data = base64.b64encode(png.read_bytes()).decode()
+            parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(png.stem)}' "
+                         f"src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
     return "\n".join(parts)
