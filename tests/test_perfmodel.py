@@ -23,7 +23,7 @@ from cnn_deploy.study import select as sel
 # ms per batch = TRUTH . additive_features: 50 µs per call, 5 µs per layer, conv at ~100
 # GFLOP/s, gemm at ~200, a little for bytes and pooling.
 TRUTH = dict(zip(pm.ADDITIVE_TERMS, (0.05, 0.005, 0.002, 0.02, 0.001, 0.01, 0.002, 0.005, 0.001,
-                                     0.002, 0.001, 0.0, 0.0005), strict=True))
+                                     0.002, 0.001, 0.0, 0.0005, 0.001, 0.0005), strict=True))
 DEVICE = "cpu-synthetic-2c"
 
 

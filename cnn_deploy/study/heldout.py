@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_deploy.arch import NetSpec
+from cnn_deploy.arch import NetSpec, known_names
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
 from cnn_deploy.study.perfmodel import FORMS, LatencyModel, points, sources
@@ -33,11 +33,12 @@ PASSES = 2
 def draw(n: int, seed: int = 1, exclude: Sequence[str] = ()) -> list[tuple[NetSpec, int]]:
     """``n`` (net, batch) cells: conv and FC layer counts uniform, depth, neurons and batch
     log-uniform, kernel 3 or 5, padding valid or same; cells whose one batch would take over
-    MAX_ITERATION_S at ~100 GFLOP/s, and nets in ``exclude``, are drawn again."""
+    MAX_ITERATION_S at ~100 GFLOP/s, the thesis's nets and nets in ``exclude`` are drawn again
+    (so one seed gives the same cells to a model and to the same model adapted elsewhere)."""
     if not 1 <= n <= MAX_NETS:
         raise PredictError(f"--nets must be within 1..{MAX_NETS}, got {n}")
     rng = random.Random(seed)
-    taken = set(exclude)
+    taken = set(exclude) | set(known_names())  # the thesis's nets: what every fit may have seen
     out: list[tuple[NetSpec, int]] = []
     for _ in range(200 * n):
         if len(out) == n:

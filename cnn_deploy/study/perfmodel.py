@@ -8,7 +8,8 @@ Two forms, fitted to the same records by non-negative least squares on relative 
 - ``additive``: nn-Meter's idea, a network's time is the sum of its layers' times. Per batch
   of B tiles: a fixed cost per call and per layer, the weights read once, and per operation
   category (the first conv, the other convs, gemm, pool, elementwise) B x its FLOPs and
-  B x its activation bytes, from ``NetSpec.layer_costs``.
+  B x its activation bytes, from ``NetSpec.layer_costs``, plus B x the bytes a convolution
+  unfolds into a GEMM (im2col).
 
 A prediction carries an interval: figure x e^(±q), q the 95th percentile of |ln(predicted /
 measured)| over the fit's leave-one-net-out predictions; a net or batch outside the fitted
@@ -38,7 +39,8 @@ MIN_POINTS = 8  # (net, batch) cells a fit needs
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
 _CATEGORIES = ("conv1", "conv", "gemm", "pool", "elementwise")
 ADDITIVE_TERMS = ("call", "layers", "weight_MB",
-                  *(f"{c}_{u}" for c in _CATEGORIES for u in ("MFLOP", "MB")))
+                  *(f"{c}_{u}" for c in _CATEGORIES for u in ("MFLOP", "MB")),
+                  "conv1_im2col_MB", "conv_im2col_MB")
 THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
 # The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
 # GpuDot22's 6.8e-6 and GpuElemwise's 4.9e-5; D*sum(in^2) sums GpuAlloc and GpuDnnPool.
@@ -135,7 +137,11 @@ def additive_features(spec: NetSpec, batch: int) -> list[float]:
     row = [1.0, float(len(costs)), weights / 1e6]
     for c in _CATEGORIES:
         row += [batch * per_cat[c][0], batch * per_cat[c][1]]
-    return row
+    # a CPU convolution as a GEMM first copies each output position's receptive field
+    # (im2col): out² x in-channels x k² elements, the first layer's (1 channel) apart
+    unfolded = [side * side * (1 if i == 0 else spec.depth) * spec.kernel**2 * 4 / 1e6
+                for i, side in enumerate(spec.conv_sides())]
+    return [*row, batch * unfolded[0], batch * sum(unfolded[1:])]
 
 
 def thesis_features(spec: NetSpec) -> list[float]:
@@ -315,7 +321,8 @@ def published_thesis(spec: NetSpec) -> float:
 
 # -- a new device from few measurements ----------------------------------------------------
 _ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB"),
-                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_MB"),
+                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_MB", "conv1_im2col_MB",
+                          "conv_im2col_MB"),
                  "gemm": ("gemm_MFLOP", "gemm_MB"),
                  "other": ("pool_MFLOP", "pool_MB", "elementwise_MFLOP", "elementwise_MB")}
 MAX_ADAPT_POINTS = 10
