@@ -1,0 +1,93 @@
+"""Issue 12's measurement: fit the latency models on the four thesis groups, validate them on
+held-out networks measured fresh, and carry a model to another backend from 10 measurements.
+
+Everything runs through the `cnndeploy` command a user runs (one subprocess per step, one
+after another: nothing else may run meanwhile on 2 cores). Steps whose output exists are
+skipped, so a killed run resumes. Per backend (ONNX Runtime 2 threads, OpenVINO):
+
+1. ``sweep --group all`` (noise-aware, 2-3 passes) -> ``fit_<b>.jsonl``
+2. ``model fit`` -> ``<b>.json``
+3. ``model validate --nets N`` (two passes per held-out cell, fresh processes) -> ``held_<b>.jsonl``
+
+then ``model adapt`` of the ONNX Runtime model to OpenVINO from 10 of OpenVINO's sweep cells,
+validated on OpenVINO's held-out cells, and (``--one-thread``) to ONNX Runtime at 1 thread
+from a 10-cell grid, validated on its own held-out cells. The summary (JSON and text) holds
+every figure: the share of held-out cells within +-10 % / +-20 %, the median error, both forms,
+and the floor: how often the two passes of one held-out cell agree within +-10 %.
+
+    python benchmarks/latency_model.py --out /tmp/latency [--nets 50] [--one-thread]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
+ONE_THREAD_GRID = "conv_layers=1,3,5;fc_layers=1,3;depth=10,40;batch=16,1024"  # 16 cells, 10 used
+
+
+def run(*args: Any) -> str:
+    cmd = ["cnndeploy", *map(str, args)]
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"  ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
+def validate(model: Path, held: Path, nets: int, measure: bool = True) -> dict[str, Any]:
+    out = run("model", "validate", "-m", model, "--nets", nets, "--results", held, "--json",
+              *([] if measure else ["--no-measure"]))
+    return dict(json.loads(out)["summary"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for records and models")
+    parser.add_argument("--nets", type=int, default=50, help="held-out networks per backend")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="also adapt to ONNX Runtime at 1 thread (about 5 more minutes)")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    for short, backend in BACKENDS.items():
+        fit = out / f"fit_{short}.jsonl"
+        run("sweep", "--group", "all", "-b", backend, "--results", fit)
+        model = out / f"{short}.json"
+        run("model", "fit", fit, "-o", model, "--force")
+        summary[short] = {"fit": json.loads(model.read_text())["errors"],
+                          "held_out": validate(model, out / f"held_{short}.jsonl", args.nets)}
+    adapted = out / "ort_to_ov.json"
+    run("model", "adapt", out / "fit_ov.jsonl", "-m", out / "ort.json", "-o", adapted, "--force")
+    summary["ort_to_ov"] = {"held_out": validate(adapted, out / "held_ov.jsonl", args.nets, False)}
+    if args.one_thread:
+        few = out / "few_ort1t.jsonl"
+        run("sweep", "--grid", ONE_THREAD_GRID, "-b", "onnxruntime", "-o", "onnxruntime.threads=1",
+            "--passes", "1", "--results", few)
+        one = out / "ort_to_1t.json"
+        run("model", "adapt", few, "-m", out / "ort.json", "-o", one, "--force")
+        summary["ort_to_1t"] = {"held_out": validate(one, out / "held_ort1t.jsonl", args.nets)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for name, s in summary.items():
+        for form in ("additive", "thesis"):
+            h = s["held_out"][form]
+            print(f"{name:10s} {form:8s}: {h['n']:.0f} held-out cells, within +-10 % "
+                  f"{h['within_10']:.0%}, within +-20 % {h['within_20']:.0%}, median |error| "
+                  f"{h['median_abs_error']:.1%}")
+        r = s["held_out"].get("repeat") or {}
+        if r:
+            print(f"{name:10s} floor   : two passes of one cell within +-10 % {r['within_10']:.0%}, "
+                  f"within +-20 % {r['within_20']:.0%}, median |difference| {r['median_abs_error']:.1%}")
+
+
+if __name__ == "__main__":
+    main()
