@@ -209,3 +209,15 @@ def test_published_peaks_by_gpu_and_board() -> None:
     assert orin_nano is not None and orin_nano["fp32_tflops"] == 1.28
     assert gpu_peak("NVIDIA Tegra X1")["fp16_tflops"] == 1.024  # type: ignore[index]
     assert gpu_peak("NVIDIA GeForce GTX 960")["fp16_tflops"] is None  # type: ignore[index]
+
+
+def test_every_figure_says_what_it_was_measured_on_and_with(built: Path) -> None:
+    """The device record and the options each backend ran with (tuned ones included) beside
+    the figures: a caption under each figure and one settings table."""
+    index = (built / "index.html").read_text()
+    captions = re.findall(r"<p class='setting'><small>measured on: (.*?)</small>", index)
+    assert captions and all("onnxruntime" in c and " on cpu-" in c for c in captions)
+    table = index[index.index("Devices and settings"):]
+    import onnxruntime
+
+    assert f"onnxruntime {onnxruntime.__version__} (" in table and "threads=" in table

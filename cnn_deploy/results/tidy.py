@@ -47,6 +47,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                 "baseline": (bool(backend["baseline"]) if "baseline" in backend
                              else "[baseline]" in str(backend.get("label") or "")),  # older records
                 "batch": r.get("batch"), "device": _device_name(device),
+                "setting": _setting(device, backend, _dict(r, "versions")),
                 "has_device": bool(device), "run_id": r.get("run_id"),
                 **_peak_fields(device)}
         if r.get("kind") == "bench":
@@ -124,6 +125,19 @@ def _device_name(device: dict[str, Any]) -> Any:
     if isinstance(slug, str) and slug.startswith("cuda-") and device.get("kind") == "cuda":
         return slug.removeprefix("cuda-")
     return slug
+
+
+def _setting(device: dict[str, Any], backend: dict[str, Any], versions: dict[str, Any]) -> str:
+    """What a figure was measured on and with, in one line: the device record's hardware, the
+    backend's package version and the options it ran with (tuned ones included)."""
+    gpu = _dict(device, "gpu")
+    hardware = gpu.get("name") or device.get("cpu") or "?"
+    cpus = f", {device['logical_cpus']} CPUs" if device.get("logical_cpus") else ""
+    name = str(backend.get("name"))
+    options = ", ".join(f"{k}={v}" for k, v in sorted(_dict(backend, "options").items())
+                        if v is not None)
+    return (f"{hardware}{cpus}; {name} {versions.get(name, '')}".rstrip()
+            + (f" ({options})" if options else ""))
 
 
 def _number(value: Any) -> float | None:

@@ -411,8 +411,19 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
     latency = section(rows, THESIS_TABLE2, out)
     index = out / "index.html"
     index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths,
-                                 table1(rows), latency))
+                                 table1(rows), latency, settings(rows)))
     return Report(index, figs, verdicts, skipped)
+
+
+def settings(rows: Rows) -> Rows:
+    """Each device and backend setting the figures come from: hardware, package version and
+    the options it ran with (a tuning file's included), with its record count."""
+    count: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        key = (r.get("device"), r.get("backend"), r.get("setting"))
+        count[key] = count.get(key, 0) + 1
+    return [{"device": d, "backend": b, "hardware; version (options)": s, "rows": n}
+            for (d, b, s), n in sorted(count.items(), key=str)]
 
 
 def _table(rows: Rows) -> str:
@@ -433,7 +444,7 @@ _ONLOAD = ("window.addEventListener('load',function(){var i=Array.prototype.slic
 
 def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, ups: Rows,
                 sources: Sequence[Path], t1: Rows | None = None,
-                latency: LatencySection | None = None) -> str:
+                latency: LatencySection | None = None, settings: Rows | None = None) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>cnn_deploy report</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:"
              "collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style>",
@@ -450,9 +461,14 @@ def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, u
             continue
         data = base64.b64encode(f.path.read_bytes()).decode()
         parts.append(f"<img alt='{html.escape(f.key)}' src='data:image/png;base64,{data}'>")
+        parts.append("<p class='setting'><small>measured on: " + "; ".join(
+            html.escape(f"{b} on {d}") for b, d in sorted({(str(r.get("backend")),
+                                                           str(r.get("device")))
+                                                          for r in f.rows})) + "</small></p>")
     parts += ["<h2>Table 1: drift across loops (sweep --method thesis)</h2>", _table(t1 or []),
               "<h2>Table 2: time to accuracy (thesis: GTX960)</h2>", _table(t2),
-              "<h2>Device-vs-device speed-up</h2>", _table(ups)]
+              "<h2>Device-vs-device speed-up</h2>", _table(ups),
+              "<h2>Devices and settings behind the figures</h2>", _table(settings or [])]
     if latency is not None:
         parts += ["<h2>Latency models (thesis eq. 13 and additive per layer)</h2>",
                   "<p>The thesis's own model (eq. 14-18, C7 = 9.8e-3, fitted on the GTX960) on "
