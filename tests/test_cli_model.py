@@ -9,7 +9,7 @@ import pytest
 from test_cli import assert_fails, cli, table_rows
 from test_perfmodel import sweep_records, write
 
-from cnn_deploy.study import perfmodel as pm
+from cnn_deploy.study import modelfiles
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +28,12 @@ def test_fit_writes_a_model_and_says_how_well_it_fits(tmp_path: Path) -> None:
     records = write(tmp_path / "sweep.jsonl", sweep_records())
     result = cli("model", "fit", records)
     path = Path("models/latency_cpu-synthetic-2c.json")  # the records' device, by default
-    assert pm.load(path).source.backend == "onnxruntime extended 2t"
+    assert modelfiles.load(path).source.backend == "onnxruntime extended 2t"
     rows = {r[0]: r for r in table_rows(result.stdout)}
     assert set(rows) == {"additive", "thesis"}
     assert f"wrote {path}" in result.stderr
     before = path.read_bytes()
-    assert_fails("model", "fit", records, match=r"exists: give -o PATH, or --force")
+    assert_fails("model", "fit", records, match=r"exists: give another -o, or --force")
     assert path.read_bytes() == before
     cli("model", "fit", records, "--force")
 
@@ -44,7 +44,7 @@ def test_fit_refuses_mixed_backends_and_names_them(tmp_path: Path) -> None:
     assert_fails("model", "fit", mixed, "-o", "m.json",
                  match=r"mix 2 .*choose with --backend")
     cli("model", "fit", mixed, "-o", "m.json", "-b", "openvino")
-    assert pm.load(Path("m.json")).source.backend_name == "openvino"
+    assert modelfiles.load(Path("m.json")).source.backend_name == "openvino"
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -52,7 +52,7 @@ def test_fit_refuses_mixed_backends_and_names_them(tmp_path: Path) -> None:
     (["model", "fit", "{records}", "-o", "new.txt"], r"should end in .json"),
     (["predict", "lenet_9x", "-m", "{model}"], r"not a network name"),
     (["predict", "lenet_1c1f", "-m", "none.json"], r"no latency model at none.json: fit one"),
-    (["predict", "lenet_1c1f", "-m", "{model}", "--batch", "0"], r"batch"),
+    (["predict", "lenet_1c1f", "-m", "{model}", "--batch", "0"], r"--batch .*positive"),
     (["predict", "lenet_1c1f", "-m", "{model}", "--form", "magic"], r"--form takes"),
     (["select", "-m", "{model}"], r"give a budget"),
     (["select", "-m", "{model}", "--tiles-per-ms", "1e9"], r"no candidate meets .* the fastest"),
@@ -62,12 +62,38 @@ def test_fit_refuses_mixed_backends_and_names_them(tmp_path: Path) -> None:
     (["model", "validate", "-m", "{model}", "--no-measure", "--results", "none.jsonl"],
      r"no held-out records"),
     (["model", "adapt", "{records}", "-m", "{model}", "-o", "a.json"], r"which the model was fitted on"),
+    (["model", "validate", "-m", "{model}", "--nets", "2"],
+     r"speaks for cpu-synthetic-2c, and this machine is .*: validate it there, or fit one here"),
+    (["model", "validate", "-m", "{model}", "--png", "."], r"--png \. .*(folder|\.png)"),
+    (["model", "fit", "{records}", "-o", "."], r"(folder|\.json)"),
+    (["select", "-m", "{model}", "--tiles-per-ms", "1", "--grid", "batch=16"], r"network fields only"),
+    (["select", "-m", "{model}", "--tiles-per-ms", "1", "--grid", "depth=1..300;neurons=1..300"],
+     r"90,000 candidates"),
+    (["select", "-m", "{model}", "--tiles-per-ms", "1", "--models", "{records}"], r"is a file"),
+    (["select", "-m", "{model}", "--tiles-per-ms", "1", "--train-top", "1"],
+     r"speaks for cpu-synthetic-2c"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path: Path, fitted: Path, args: list[str], match: str) -> None:
     records = tmp_path / "sweep.jsonl"
     before = records.read_bytes()
     assert_fails(*[a.format(model=fitted, records=records) for a in args], match=match)
     assert records.read_bytes() == before
+
+
+def test_adapt_from_ten_cells_of_another_backend(tmp_path: Path, fitted: Path) -> None:
+    other = write(tmp_path / "ov.jsonl", sweep_records(passes=1, backend="openvino",
+                                                       label="openvino latency"))
+    result = cli("model", "adapt", other, "-m", fitted, "-o", tmp_path / "ov.json")
+    adapted = modelfiles.load(tmp_path / "ov.json")
+    assert adapted.source.backend == "openvino latency" and len(adapted.training) == 10
+    assert adapted.adapted_from == "onnxruntime extended 2t (fp32) on cpu-synthetic-2c"
+    assert "adapted from onnxruntime" in result.stdout
+
+
+def test_fit_refuses_mixed_devices_from_the_cli(tmp_path: Path) -> None:
+    both = write(tmp_path / "two.jsonl", sweep_records(passes=1) + sweep_records(passes=1, device="cpu-b"))
+    assert_fails("model", "fit", both, "-o", "m2.json", match=r"mix 2 .*on cpu-b.*--device SLUG")
+    cli("model", "fit", both, "-o", "m2.json", "--device", "cpu-b")
 
 
 def test_predict_table_and_json(fitted: Path) -> None:

@@ -20,20 +20,26 @@ _Model = Annotated[Path | None, typer.Option("--latency-model", "-m", help=_MODE
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _this_device() -> str:
-    from cnn_deploy.device import device_record, device_slug
-
-    return device_slug(device_record())
-
-
 def _load(path: Path | None) -> LatencyModel:
-    from cnn_deploy.study import perfmodel
+    """The model at ``path`` or this device's; a model of another device is used (predicting
+    for a device you are not on is legitimate) with a warning."""
+    from cnn_deploy.device import device_record, device_slug
+    from cnn_deploy.study import modelfiles
 
-    model = perfmodel.load(path or perfmodel.default_path(_this_device()))
-    here = _this_device()
+    here = device_slug(device_record())
+    model = modelfiles.load(path or modelfiles.default_path(here))
     if model.source.device != here:
-        render.note(f"the model speaks for {model.source.device}; this machine is {here}")
+        render.warn(f"the model speaks for {model.source.device}; this machine is {here}")
     return model
+
+
+def _new_model_path(path: Path, force: bool) -> None:
+    from cnn_deploy.errors import PredictError
+    from cnn_deploy.files import check_output
+
+    check_output(path, ".json", "the latency model", PredictError)
+    if path.exists() and not force:
+        raise PredictError(f"{path} exists: give another -o, or --force to replace it")
 
 
 def _progress() -> Any:
@@ -64,16 +70,14 @@ def fit(
     json_out: _Json = False,
 ) -> None:
     """Fit the thesis's eq. 13 and the additive per-layer model to one device's records."""
-    from cnn_deploy.errors import PredictError
-    from cnn_deploy.study import perfmodel
+    from cnn_deploy.study import modelfiles
 
-    if out is not None and out.exists() and not force:
-        raise PredictError(f"{out} exists: give another -o, or --force to replace it")
-    model, skipped = perfmodel.fit_files(files, backend, device)
-    path = out or perfmodel.default_path(model.source.device)
-    if out is None and path.exists() and not force:
-        raise PredictError(f"{path} exists: give -o PATH, or --force to replace it")
-    perfmodel.save(model, path)
+    if out is not None:
+        _new_model_path(out, force)
+    model, skipped = modelfiles.fit_files(files, backend, device)
+    path = out or modelfiles.default_path(model.source.device)
+    _new_model_path(path, force)
+    modelfiles.save(model, path)
     for line in skipped:
         render.warn(f"skipped {line}")
     if json_out:
@@ -97,13 +101,11 @@ def adapt(
     force: Annotated[bool, typer.Option(help="Replace an existing model file.")] = False,
 ) -> None:
     """Carry a model to another device or backend from at most 10 of its measurements."""
-    from cnn_deploy.errors import PredictError
-    from cnn_deploy.study import perfmodel
+    from cnn_deploy.study import modelfiles
 
-    if out.exists() and not force:
-        raise PredictError(f"{out} exists: give another -o, or --force to replace it")
-    model, skipped = perfmodel.adapt_files(_load(latency_model), files, backend, device, points)
-    perfmodel.save(model, out)
+    _new_model_path(out, force)
+    model, skipped = modelfiles.adapt_files(_load(latency_model), files, backend, device, points)
+    modelfiles.save(model, out)
     for line in skipped:
         render.warn(f"skipped {line}")
     render.out.print(render.fit_table(model, f"{model.source.describe()}, adapted from "
@@ -128,18 +130,21 @@ def validate(
     json_out: _Json = False,
 ) -> None:
     """Predict held-out networks the fit never saw, measure them fresh, and compare."""
+    from cnn_deploy.errors import PredictError
+    from cnn_deploy.files import check_output
     from cnn_deploy.results.store import check_writable
     from cnn_deploy.study import heldout
 
     model = _load(latency_model)
+    png = check_output(png or results.with_name(results.stem + "_validation.png"), ".png",
+                       "--png", PredictError)
     if measure:
         check_writable(results)
     with _progress() as bar:
         outcome = heldout.validate(model, results, nets, seed,
                                    _on_progress(bar, bar.add_task("held-out", total=None)),
                                    data, run=measure)
-    figure = heldout.plot(outcome, png or results.with_name(results.stem + "_validation.png"),
-                          f"{model.source.describe()}: held-out nets")
+    figure = heldout.plot(outcome, png, f"{model.source.describe()}: held-out nets")
     if json_out:
         render.print_json({"summary": outcome.summary, "checks": [vars(c) for c in outcome.checks],
                            "png": str(figure), "notes": outcome.notes})
@@ -203,10 +208,9 @@ def select(
 ) -> None:
     """The network that fits a time budget: the Pareto front of accuracy vs tiles/ms and the pick."""
     from cnn_deploy.study import select as lib
-    from cnn_deploy.study.sweep import parse_grid
 
     budget = lib.Budget(budget_ms, tiles_per_frame, tiles_per_ms, batch)
-    extra = [c.spec for c in parse_grid(grid)] if grid else []
+    extra = lib.grid_specs(grid) if grid else []
     default = Path("results/sweep.jsonl")
     files = records if records else ([default] if default.is_file() else [])
     model = _load(latency_model)

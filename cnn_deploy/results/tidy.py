@@ -48,6 +48,8 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                              else "[baseline]" in str(backend.get("label") or "")),  # older records
                 "batch": r.get("batch"), "device": _device_name(device),
                 "setting": _setting(device, backend, _dict(r, "versions")),
+                "backend_options": _dict(backend, "options"),
+                "backend_version": _dict(r, "versions").get(str(backend.get("name"))),
                 "has_device": bool(device), "run_id": r.get("run_id"),
                 **_peak_fields(device)}
         if r.get("kind") == "bench":

@@ -18,6 +18,7 @@ import numpy as np
 from cnn_deploy.arch import NetSpec, known_names
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
+from cnn_deploy.study.modelfiles import HELD_OUT
 from cnn_deploy.study.perfmodel import FORMS, LatencyModel, points, sources
 from cnn_deploy.study.sweep import FLOPS_PER_S, SweepCell, SweepOutcome, SweepProgress, run_sweep
 
@@ -73,7 +74,7 @@ def measure(cells: Sequence[tuple[NetSpec, int]], results: Path, backend: str,
     """Two passes over ``cells`` in fresh processes (resumable: cells in ``results`` are kept)."""
     setting = tuple(sorted(options.items()))
     sweep = [SweepCell(s, b, backend, "fp32", setting) for s, b in cells]
-    return run_sweep(sweep, results, group="heldout", passes=PASSES, on_progress=on_progress,
+    return run_sweep(sweep, results, group=HELD_OUT, passes=PASSES, on_progress=on_progress,
                      data=data)
 
 
@@ -81,18 +82,33 @@ def measure(cells: Sequence[tuple[NetSpec, int]], results: Path, backend: str,
 class Check:
     net: str
     batch: int
-    measured: float
+    measured: float  # the median of its passes
     passes: tuple[float, ...]
     predicted: dict[str, float]
+    interval: dict[str, tuple[float, float]]
     outside: list[str]
 
     def error(self, form: str) -> float:
         return self.predicted[form] / self.measured - 1.0
 
+    def covered(self, form: str) -> bool:
+        low, high = self.interval[form]
+        return low <= self.measured <= high
+
     @property
     def repeat(self) -> float | None:
-        """How far the first two passes disagree: |a / b - 1|."""
+        """How far the first two passes disagree: |a / b - 1| (the issue's floor: two
+        independent measurements of one net)."""
         return abs(self.passes[0] / self.passes[1] - 1.0) if len(self.passes) >= 2 else None
+
+    @property
+    def single(self) -> float | None:
+        """How far one pass is from the cell's mean figure: the noise left in a measurement a
+        model is scored against (half the pass-to-pass difference)."""
+        if len(self.passes) < 2:
+            return None
+        a, b = self.passes[:2]
+        return abs(a - b) / (a + b)
 
 
 @dataclass
@@ -109,7 +125,7 @@ def evaluate(model: LatencyModel, rows: Rows, cells: Sequence[tuple[NetSpec, int
         raise PredictError(f"the held-out records are not of {model.source.describe()} (they are: "
                            f"{have}): measure with the backend options the model was fitted on")
     wanted = {(s.name, b) for s, b in cells}
-    fitted = {n for n, _, _ in model.training}
+    fitted = set(model.nets)
     checks = []
     for p in points(rows, model.source):
         if (p.spec.name, p.batch) not in wanted:
@@ -118,15 +134,29 @@ def evaluate(model: LatencyModel, rows: Rows, cells: Sequence[tuple[NetSpec, int
             raise PredictError(f"{p.spec.name} was in the fit: held-out nets must be unseen")
         preds = {f: model.predict(p.spec, p.batch, f) for f in FORMS}
         checks.append(Check(p.spec.name, p.batch, p.tiles_per_ms, p.figures,
-                            {f: v.tiles_per_ms for f, v in preds.items()}, preds["additive"].outside))
+                            {f: v.tiles_per_ms for f, v in preds.items()},
+                            {f: (v.low, v.high) for f, v in preds.items()},
+                            preds["additive"].outside))
     if not checks:
         raise PredictError("none of the held-out cells has a record yet: measure them first")
-    summary = {f: _shares([abs(c.error(f)) for c in checks]) for f in FORMS}
-    repeats = [r for c in checks if (r := c.repeat) is not None]
-    summary["repeat"] = _shares(repeats) if repeats else {}
+    summary = {f: {**_shares([abs(c.error(f)) for c in checks]),
+                   "covered": float(np.mean([c.covered(f) for c in checks]))} for f in FORMS}
+    for name in ("repeat", "single"):
+        found = [x for c in checks if (x := getattr(c, name)) is not None]
+        summary[name] = _shares(found) if found else {}
     notes = [] if len(checks) == len(wanted) else [
         f"{len(wanted) - len(checks)} of {len(wanted)} held-out cells have no record yet"]
     return Validation(checks, summary, notes)
+
+
+def require_here(model: LatencyModel, fix: str) -> None:
+    """Refuse to measure for a model of another device: its figures would not be its own."""
+    from cnn_deploy.device import device_record, device_slug
+
+    here = device_slug(device_record())
+    if model.source.device != here:
+        raise PredictError(f"the model speaks for {model.source.device}, and this machine is "
+                           f"{here}: {fix}")
 
 
 def _shares(errors: Sequence[float]) -> dict[str, float]:
@@ -171,8 +201,9 @@ def validate(model: LatencyModel, results: Path, nets: int = 40, seed: int = 1,
     the backend options the model's records ran with), and compare."""
     from cnn_deploy.results.tidy import load, tidy
 
-    cells = draw(nets, seed, exclude=[n for n, _, _ in model.training])
+    cells = draw(nets, seed, exclude=model.nets)
     if run:
+        require_here(model, "validate it there, or fit one here")
         measure(cells, results, model.source.backend_name, model.options, on_progress, data)
     elif not results.is_file() or not results.stat().st_size:
         raise PredictError(f"no held-out records at {results}: run without --no-measure first")

@@ -18,17 +18,15 @@ range gets a warning and twice that.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnn_deploy.arch import TILE, NetSpec
+from cnn_deploy.arch import BYTES_PER_ELEMENT, TILE, NetSpec
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
 
@@ -36,11 +34,15 @@ SCHEMA = "cnn_deploy.latency_model/1"
 FORMS = ("additive", "thesis")
 MIN_NETS = 4  # distinct networks a fit needs
 MIN_POINTS = 8  # (net, batch) cells a fit needs
+OUTSIDE_FLOOR = math.log(1.2)  # outside the fitted range, the interval is at least 20 % wider
+WORST_RATIO = 1000.0  # a left-out prediction of no time at all counts as this far off
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
-_CATEGORIES = ("conv1", "conv", "gemm", "pool", "elementwise")
-ADDITIVE_TERMS = ("call", "layers", "weight_MB",
-                  *(f"{c}_{u}" for c in _CATEGORIES for u in ("MFLOP", "MB")),
-                  "conv1_im2col_MB", "conv_im2col_MB")
+# Terms the thesis groups can tell apart (each column independent of the others over their
+# cells): pooling's FLOPs are proportional to the bytes it moves, the first conv's unfolding
+# to its FLOPs; every ReLU's bytes, and the later convs' activation bytes, are sums of the
+# other terms there (and backends fuse the ReLU into the op before it): they have no term.
+ADDITIVE_TERMS = ("call", "layers", "weight_MB", "conv1_MFLOP", "conv1_MB", "conv_MFLOP",
+                  "conv_im2col_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
 THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
 # The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
 # GpuDot22's 6.8e-6 and GpuElemwise's 4.9e-5; D*sum(in^2) sums GpuAlloc and GpuDnnPool.
@@ -124,24 +126,24 @@ def points(rows: Rows, source: Source) -> list[Point]:
 # -- features ----------------------------------------------------------------------------
 def additive_features(spec: NetSpec, batch: int) -> list[float]:
     """ADDITIVE_TERMS for one batch: the model's time (ms) is their dot product with the
-    coefficients."""
-    per_cat = {c: [0.0, 0.0] for c in _CATEGORIES}  # MFLOP, MB of activations per tile
+    coefficients. Per tile: FLOPs and the activation bytes each category moves (weights are
+    read once per batch), and the bytes a CPU convolution unfolds into a GEMM (im2col: each
+    output position's receptive field, out² x in-channels x k² elements)."""
+    per_tile = dict.fromkeys(ADDITIVE_TERMS[3:], 0.0)
     weights = 0.0
     costs = spec.layer_costs()
     for cost in costs:
         category = "conv1" if cost.layer == "conv1" else cost.category
-        weight_bytes = 4.0 * cost.params
+        weight_bytes = float(BYTES_PER_ELEMENT * cost.params)
         weights += weight_bytes
-        per_cat[category][0] += cost.flops / 1e6
-        per_cat[category][1] += (cost.bytes - weight_bytes) / 1e6
-    row = [1.0, float(len(costs)), weights / 1e6]
-    for c in _CATEGORIES:
-        row += [batch * per_cat[c][0], batch * per_cat[c][1]]
-    # a CPU convolution as a GEMM first copies each output position's receptive field
-    # (im2col): out² x in-channels x k² elements, the first layer's (1 channel) apart
-    unfolded = [side * side * (1 if i == 0 else spec.depth) * spec.kernel**2 * 4 / 1e6
-                for i, side in enumerate(spec.conv_sides())]
-    return [*row, batch * unfolded[0], batch * sum(unfolded[1:])]
+        if f"{category}_MFLOP" in per_tile:
+            per_tile[f"{category}_MFLOP"] += cost.flops / 1e6
+        if f"{category}_MB" in per_tile:
+            per_tile[f"{category}_MB"] += (cost.bytes - weight_bytes) / 1e6
+    sides = spec.conv_sides()
+    per_tile["conv_im2col_MB"] = sum(s * s * spec.depth * spec.kernel**2 for s in sides[1:]) \
+        * BYTES_PER_ELEMENT / 1e6
+    return [1.0, float(len(costs)), weights / 1e6, *(batch * v for v in per_tile.values())]
 
 
 def thesis_features(spec: NetSpec) -> list[float]:
@@ -170,14 +172,19 @@ def _tiles_per_ms(form: str, batch: int, value: float) -> float:
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients minimising the relative error sum((x·c - y) / y)²."""
-    from scipy.optimize import nnls
+    """Non-negative coefficients minimising the relative error sum((x·c - y) / y)²
+    (bounded-variable least squares: scipy's nnls has changed algorithm and failure modes
+    across the versions a Jetson's Python 3.10 can install)."""
+    from scipy.optimize import lsq_linear
 
     a = x / y[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
-    coef, _ = nnls(a / scale, np.ones(len(y)), maxiter=50 * a.shape[1])
-    return np.asarray(coef / scale)
+    found = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, np.inf), method="bvls")
+    if not np.all(np.isfinite(found.x)):
+        raise PredictError("the least-squares fit did not converge on these records: check them "
+                           "for zero or absurd figures, or measure more cells")
+    return np.asarray(found.x / scale)
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -208,6 +215,10 @@ class LatencyModel:
     versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # the backend's, as the records ran it
     adapted_from: str | None = None
+    nets: list[str] = field(default_factory=list)  # every net behind it (an adapted model's source's too)
+
+    def __post_init__(self) -> None:
+        self.nets = sorted({*self.nets, *(n for n, _, _ in self.training)})
 
     def predict(self, spec: NetSpec, batch: int, form: str = "additive") -> Prediction:
         if form not in FORMS:
@@ -215,9 +226,14 @@ class LatencyModel:
         if batch < 1:
             raise PredictError(f"batch must be at least 1, got {batch}")
         value = float(_design(form, [(spec, batch)])[0] @ np.array(self.coef[form]))
+        if not (value > 0 and math.isfinite(value)):
+            raise PredictError(f"the {form} model gives {spec.name} no time at batch {batch} "
+                               "(every term it has is zero there): refit it on records that "
+                               "vary what this net varies")
         figure = _tiles_per_ms(form, batch, value)
         outside = self.outside(spec, batch)
-        half = self.interval[form] * (2.0 if outside else 1.0)
+        q = self.interval[form]
+        half = max(2 * q, q + OUTSIDE_FLOOR) if outside else q
         measured = {(n, b): t for n, b, t in self.training}.get((spec.name, batch))
         return Prediction(spec.name, batch, figure, figure * math.exp(-half),
                           figure * math.exp(half), form, outside, measured)
@@ -232,7 +248,7 @@ class LatencyModel:
                 "terms": {"additive": ADDITIVE_TERMS, "thesis": THESIS_TERMS},
                 "interval": self.interval, "errors": self.errors, "ranges": self.ranges,
                 "training": self.training, "versions": self.versions, "options": self.options,
-                "adapted_from": self.adapted_from}
+                "adapted_from": self.adapted_from, "nets": self.nets}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> LatencyModel:
@@ -246,7 +262,7 @@ class LatencyModel:
                         {k: [int(v[0]), int(v[1])] for k, v in d["ranges"].items()},
                         [(str(n), int(b), float(t)) for n, b, t in d["training"]],
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
-                        d.get("adapted_from"))
+                        d.get("adapted_from"), [str(n) for n in d.get("nets") or []])
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise PredictError(f"{where} is damaged ({type(exc).__name__}: {exc}): fit it again "
                                 "with `cnndeploy model fit`") from None
@@ -310,8 +326,9 @@ def _held_out_ratios(form: str, pts: Sequence[Point]) -> list[float]:
 
 def _log_quantile(ratios: Sequence[float], q: float = 0.95) -> float:
     """The ``q`` quantile of |ln(predicted / measured)|: the interval is figure x e^(±that)."""
-    logs = [abs(math.log(r)) for r in ratios if r > 0 and math.isfinite(r)]
-    return float(np.quantile(logs, q)) if logs else math.inf
+    logs = [abs(math.log(r)) if r > 0 and math.isfinite(r) else math.log(WORST_RATIO)
+            for r in ratios]  # a prediction of no time is an error, not a point to drop
+    return float(np.quantile(logs, q)) if logs else math.log(WORST_RATIO)
 
 
 def published_thesis(spec: NetSpec) -> float:
@@ -321,10 +338,9 @@ def published_thesis(spec: NetSpec) -> float:
 
 # -- a new device from few measurements ----------------------------------------------------
 _ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB"),
-                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_MB", "conv1_im2col_MB",
-                          "conv_im2col_MB"),
+                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_im2col_MB"),
                  "gemm": ("gemm_MFLOP", "gemm_MB"),
-                 "other": ("pool_MFLOP", "pool_MB", "elementwise_MFLOP", "elementwise_MB")}
+                 "other": ("pool_MB",)}
 MAX_ADAPT_POINTS = 10
 
 
@@ -339,7 +355,7 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
         raise PredictError(f"adapting takes 2 to {MAX_ADAPT_POINTS} measurements of the new "
                             f"device, got {len(pts)}: measure a few nets there with `cnndeploy "
                             "sweep --grid ...`")
-    pts = _thin(pts, MAX_ADAPT_POINTS)
+    pts = thin(pts, MAX_ADAPT_POINTS)
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
         scaled = _adapt_form(model, form, pts)
@@ -347,15 +363,16 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
                / p.tiles_per_ms for p in pts] if len(pts) >= 4 else []
         coef[form] = [float(v) for v in scaled]
         interval[form] = max(_log_quantile(loo) if loo else 0.0, model.interval[form])
-        errors[form] = {"adapt_points": float(len(pts)),
-                        "held_out_median_abs_error":
-                            float(np.median([abs(r - 1.0) for r in loo])) if loo else math.nan}
+        errors[form] = {"adapt_points": float(len(pts))}
+        if loo:  # leave-one-out over the adapting cells, where there are enough of them
+            errors[form]["held_out_median_abs_error"] = float(np.median([abs(r - 1.0) for r in loo]))
     return LatencyModel(source, coef, interval, errors, model.ranges,
                         [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts], dict(versions or {}),
-                        dict(options or {}), adapted_from=model.source.describe())
+                        dict(options or {}), adapted_from=model.source.describe(),
+                        nets=model.nets)
 
 
-def _thin(pts: Sequence[Point], n: int) -> list[Point]:
+def thin(pts: Sequence[Point], n: int) -> list[Point]:
     """At most ``n`` points spread over the list (deterministic)."""
     if len(pts) <= n:
         return list(pts)
@@ -390,77 +407,3 @@ def check_version(model: LatencyModel, versions: dict[str, str]) -> list[str]:
         return [f"the model was fitted with {name} {fitted}; this machine has {here}: refit if "
                 "the figures look off"]
     return []
-
-
-
-# -- the file --------------------------------------------------------------------------------
-def default_path(device: str) -> Path:
-    """Where `model fit` writes, and predict and select look, for this device's model."""
-    return Path("models") / f"latency_{device}.json"
-
-
-def save(model: LatencyModel, path: Path) -> Path:
-    from cnn_deploy.files import check_output, write_atomic
-
-    check_output(path, ".json", "the latency model", PredictError)
-    return write_atomic(path, json.dumps(model.to_dict(), indent=1) + "\n", "the latency model",
-                        PredictError)
-
-
-def load(path: Path) -> LatencyModel:
-    if not path.is_file():
-        raise PredictError(f"no latency model at {path}: fit one with `cnndeploy model fit "
-                           f"results/sweep.jsonl -o {path}`")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PredictError(f"{path} is not a readable latency model ({type(exc).__name__}): fit "
-                           "it again with `cnndeploy model fit`") from None
-    return LatencyModel.from_dict(data, str(path))
-
-
-def record_setting(records: Sequence[dict[str, Any]], source: Source
-                   ) -> tuple[dict[str, str], dict[str, Any]]:
-    """The package versions and backend options the records of ``source`` ran with."""
-    def mapping(value: Any) -> dict[str, Any]:
-        return value if isinstance(value, dict) else {}
-
-    for r in records:
-        backend = mapping(r.get("backend"))
-        if backend.get("label") == source.backend:
-            return ({k: str(v) for k, v in mapping(r.get("versions")).items()},
-                    {k: v for k, v in mapping(backend.get("options")).items() if v is not None})
-    return {}, {}
-
-
-def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None
-              ) -> tuple[LatencyModel, list[str]]:
-    """A model fitted to the bench records of ``paths`` (one source; see choose_source), and
-    the damaged lines skipped."""
-    from cnn_deploy.results.tidy import load as load_records
-    from cnn_deploy.results.tidy import tidy
-
-    records, skipped = load_records(paths)
-    rows = tidy(records)
-    source = choose_source(rows, backend, device)
-    versions, options = record_setting(records, source)
-    return fit(points(rows, source), source, versions, options), skipped
-
-
-def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
-                device: str | None = None, n: int = MAX_ADAPT_POINTS
-                ) -> tuple[LatencyModel, list[str]]:
-    """``model`` carried to the source of ``paths`` from at most ``n`` of its cells."""
-    from cnn_deploy.results.tidy import load as load_records
-    from cnn_deploy.results.tidy import tidy
-
-    if not 2 <= n <= MAX_ADAPT_POINTS:
-        raise PredictError(f"--points must be within 2..{MAX_ADAPT_POINTS}, got {n}")
-    records, skipped = load_records(paths)
-    rows = tidy(records)
-    source = choose_source(rows, backend, device)
-    if source == model.source:
-        raise PredictError(f"the records are of {source.describe()}, which the model was fitted "
-                           "on: adapting is for another device or backend setting")
-    versions, options = record_setting(records, source)
-    return adapt(model, _thin(points(rows, source), n), source, versions, options), skipped

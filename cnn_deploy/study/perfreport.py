@@ -13,8 +13,7 @@ from cnn_deploy.arch import NetSpec
 from cnn_deploy.errors import PredictError
 from cnn_deploy.results.tidy import Rows
 from cnn_deploy.study import heldout, perfmodel
-
-HELD_OUT = "heldout"  # the sweep group `model validate` writes its cells under
+from cnn_deploy.study.modelfiles import HELD_OUT, fittable
 
 
 @dataclass
@@ -37,7 +36,7 @@ def thesis_rows(table2: dict[str, dict[str, float]]) -> Rows:
 
 def section(rows: Rows, table2: dict[str, dict[str, float]], out: Path) -> LatencySection:
     result = LatencySection(thesis_rows(table2))
-    fit_rows = [r for r in rows if r.get("sweep_group") != HELD_OUT]
+    fit_rows = fittable(rows)
     held_rows = [r for r in rows if r.get("sweep_group") == HELD_OUT]
     for i, source in enumerate(perfmodel.sources(fit_rows), start=1):
         try:
@@ -69,8 +68,7 @@ def section(rows: Rows, table2: dict[str, dict[str, float]], out: Path) -> Laten
 def _validate(model: perfmodel.LatencyModel, held: Rows) -> heldout.Validation | None:
     cells = [(p.spec, p.batch) for p in perfmodel.points(held, model.source)] \
         if model.source in perfmodel.sources(held) else []
-    fitted = {n for n, _, _ in model.training}
-    cells = [(s, b) for s, b in cells if s.name not in fitted]
+    cells = [(s, b) for s, b in cells if s.name not in model.nets]
     return heldout.evaluate(model, held, cells) if cells else None
 
 

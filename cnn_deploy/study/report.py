@@ -472,7 +472,8 @@ def render_html(figs: Sequence[Figure], verdicts: Sequence[Verdict], t2: Rows, u
     if latency is not None:
         parts += ["<h2>Latency models (thesis eq. 13 and additive per layer)</h2>",
                   "<p>The thesis's own model (eq. 14-18, C7 = 9.8e-3, fitted on the GTX960) on "
-                  "its Table 2 networks:</p>", _table(latency.thesis),
+                  "its Table 2 networks (C7 alone caps it at 1 / 9.8e-3 = 102 tiles/ms):</p>",
+                  _table(latency.thesis),
                   "<p>Both forms fitted to each device and backend here (<code>cnndeploy model "
                   "fit</code>); held-out figures from <code>cnndeploy model validate</code>'s "
                   "cells where the records hold them:</p>", _table(latency.fits)]

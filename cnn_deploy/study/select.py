@@ -14,7 +14,7 @@ from typing import Any
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
-from cnn_deploy.study.perfmodel import LatencyModel, Source, points, sources
+from cnn_deploy.study.perfmodel import LatencyModel, Point, Source, points, sources
 from cnn_deploy.study.sweep import SweepCell, SweepProgress, run_sweep
 
 MAX_FRAME_BATCH = 4096  # a frame's tiles go in batches of at most this (stream's default)
@@ -94,9 +94,10 @@ class Selection:
 
 
 def candidate_specs(model: LatencyModel, extra: Sequence[NetSpec] = ()) -> list[NetSpec]:
-    """The networks the model was fitted on, plus ``extra`` (a grid), each once."""
+    """Every net behind the model (an adapted model's source's too), plus ``extra`` (a grid),
+    each once."""
     specs: dict[str, NetSpec] = {}
-    for name, _, _ in model.training:
+    for name in model.nets:
         try:
             specs.setdefault(name, NetSpec.from_name(name))
         except SpecError:
@@ -118,32 +119,61 @@ def accuracies(rows: Rows, checkpoints: dict[str, float] | None = None) -> dict[
     return out
 
 
-def measured(rows: Rows, source: Source) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """(net, batch) -> (median, low, high) tiles/ms of the records of ``source``: the range of
-    its records' figures where there are several, the figure alone otherwise."""
-    return {(p.spec.name, p.batch): (p.tiles_per_ms, min(p.figures), max(p.figures))
-            for p in points(rows, source)} if source in sources(rows) else {}
+def measured(rows: Rows, source: Source) -> dict[tuple[str, int], Point]:
+    """(net, batch) -> the measured cell of ``source`` in ``rows``."""
+    return {(p.spec.name, p.batch): p for p in points(rows, source)} \
+        if source in sources(rows) else {}
+
+
+def _figure(model: LatencyModel, spec: NetSpec, batch: int, seen: dict[tuple[str, int], Point]
+            ) -> tuple[float, float, float, bool, list[str]]:
+    """(tiles/ms, low, high, measured, outside) of one batch: a cell measured in several
+    records spans their range; measured once, the model's interval around its figure; else
+    the prediction."""
+    got = seen.get((spec.name, batch))
+    if got is not None and len(got.figures) >= 2:
+        return got.tiles_per_ms, min(got.figures), max(got.figures), True, []
+    p = model.predict(spec, batch)
+    if got is not None:
+        below, above = p.low / p.tiles_per_ms, p.high / p.tiles_per_ms
+        return got.tiles_per_ms, got.tiles_per_ms * below, got.tiles_per_ms * above, True, []
+    return p.tiles_per_ms, p.low, p.high, False, p.outside
+
+
+def candidate(model: LatencyModel, spec: NetSpec, budget: Budget,
+              seen: dict[tuple[str, int], Point], accuracy: float | None) -> Candidate:
+    """One candidate at the budget: a frame of more than MAX_FRAME_BATCH tiles is full batches
+    plus a last, smaller one, each timed at its own batch."""
+    batch = budget.at_batch
+    frame = budget.tiles_per_frame or batch
+    full, rest = divmod(frame, MAX_FRAME_BATCH) if frame > MAX_FRAME_BATCH else (0, frame)
+    parts = [(MAX_FRAME_BATCH, full)] if full else []
+    parts += [(rest, 1)] if rest else []
+    got = [_figure(model, spec, b, seen) for b, _ in parts]
+    if len(got) == 1:
+        value, low, high, was, outside = got[0]
+        return Candidate(spec, batch, value, low, high, was, accuracy, outside)
+
+    def rate(figures: list[float]) -> float:  # tiles per ms over the whole frame
+        return frame / sum(n * b / f for f, (b, n) in zip(figures, parts, strict=True))
+
+    return Candidate(spec, batch, rate([g[0] for g in got]), rate([g[1] for g in got]),
+                     rate([g[2] for g in got]), all(g[3] for g in got), accuracy,
+                     sorted({o for g in got for o in g[4]}))
 
 
 def rank(model: LatencyModel, specs: Sequence[NetSpec], budget: Budget, rows: Rows,
-         accuracy: dict[str, float], min_accuracy: float | None = None) -> Selection:
-    """Every candidate at the budget's batch, the Pareto front of accuracy vs tiles/ms and the
-    pick; an impossible budget or accuracy floor is an error naming the best there is."""
+         accuracy: dict[str, float], min_accuracy: float | None = None,
+         floor_is_final: bool = True) -> Selection:
+    """Every candidate at the budget, the Pareto front of accuracy vs tiles/ms and the pick;
+    an impossible budget, or (``floor_is_final``: no training is to follow) an accuracy floor
+    no candidate reaches, is an error naming the best there is."""
     if min_accuracy is not None and not 0.0 < min_accuracy <= 1.0:
         raise PredictError(f"--min-accuracy is a fraction in (0, 1], got {min_accuracy}")
     if not specs:
         raise PredictError("no candidate networks: give --grid or a model fitted on a sweep")
-    batch = budget.at_batch
     seen = measured(rows, model.source)
-    out: list[Candidate] = []
-    for spec in specs:
-        got = seen.get((spec.name, batch))
-        if got is not None:
-            out.append(Candidate(spec, batch, got[0], got[1], got[2], True, accuracy.get(spec.name)))
-            continue
-        p = model.predict(spec, batch)
-        out.append(Candidate(spec, batch, p.tiles_per_ms, p.low, p.high, False,
-                             accuracy.get(spec.name), p.outside))
+    out = [candidate(model, spec, budget, seen, accuracy.get(spec.name)) for spec in specs]
     out.sort(key=lambda c: -c.tiles_per_ms)
     _mark_front(out)
     need = budget.required
@@ -154,7 +184,8 @@ def rank(model: LatencyModel, specs: Sequence[NetSpec], budget: Budget, rows: Ro
             f"{'measures' if fastest.measured else 'is predicted at'} {fastest.tiles_per_ms:.3g} "
             f"tiles/ms there; relax the budget, or add smaller nets with --grid")
     known = [c for c in out if c.accuracy is not None]
-    if min_accuracy is not None and known and max(c.accuracy or 0.0 for c in known) < min_accuracy:
+    if floor_is_final and min_accuracy is not None and known \
+            and max(c.accuracy or 0.0 for c in known) < min_accuracy:
         best = max(known, key=lambda c: c.accuracy or 0.0)
         raise PredictError(f"no candidate reaches --min-accuracy {min_accuracy:.2%}: the best "
                            f"known is {best.spec.name} at {best.accuracy:.2%}; lower the floor "
@@ -208,11 +239,15 @@ def summary(selection: Selection) -> dict[str, Any]:
             "notes": selection.notes}
 
 
-def checkpoint_accuracies(models: Path, specs: Sequence[NetSpec]) -> dict[str, float]:
-    """Test accuracy of each candidate's checkpoint ``models/<net>.pt`` where there is one."""
+def checkpoint_accuracies(models: Path, specs: Sequence[NetSpec], notes: list[str] | None = None
+                          ) -> dict[str, float]:
+    """Test accuracy of each candidate's checkpoint ``models/<net>.pt`` where there is one; a
+    damaged checkpoint is no accuracy (said in ``notes``), not a failed selection."""
     from cnn_deploy.errors import ModelError
     from cnn_deploy.train import load_checkpoint
 
+    if models.exists() and not models.is_dir():
+        raise PredictError(f"--models {models} is a file: give the folder of checkpoints")
     out: dict[str, float] = {}
     for spec in specs:
         path = models / f"{spec.name}.pt"
@@ -220,8 +255,10 @@ def checkpoint_accuracies(models: Path, specs: Sequence[NetSpec]) -> dict[str, f
             continue
         try:
             _, _, checkpoint = load_checkpoint(path)
-        except ModelError:
-            continue  # a damaged checkpoint is no accuracy, not a failed selection
+        except ModelError as exc:
+            if notes is not None:
+                notes.append(f"no accuracy from {path}: {exc}")
+            continue
         acc = checkpoint.get("metrics", {}).get("test_accuracy")
         if isinstance(acc, float):
             out[spec.name] = acc
@@ -242,11 +279,14 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
         raise PredictError(f"--train-top must be within 0..20, got {train_top}")
     if train_top and epochs < 1:
         raise PredictError(f"--epochs must be at least 1, got {epochs}")
+    specs = candidate_specs(model, extra)
+    notes: list[str] = []
     if train_top:
         from cnn_deploy.results.store import check_writable
+        from cnn_deploy.study.heldout import require_here
 
+        require_here(model, "train and measure candidates on the device the model is of")
         check_writable(results)
-    specs = candidate_specs(model, extra)
 
     def rows_now() -> Rows:
         files = list(dict.fromkeys([*records, *([results] if results.is_file()
@@ -255,7 +295,9 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
 
     rows = rows_now()
     selection = rank(model, specs, budget, rows,
-                     accuracies(rows, checkpoint_accuracies(models, specs)), min_accuracy)
+                     accuracies(rows, checkpoint_accuracies(models, specs, notes)), min_accuracy,
+                     floor_is_final=not train_top)
+    selection.notes += notes
     if not train_top:
         return selection
     todo = to_train(selection, train_top)
@@ -273,3 +315,33 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
     again.notes.append(f"trained and measured {', '.join(c.spec.name for c in todo)} "
                        f"({epochs} epochs each) into {results}")
     return again
+
+
+MAX_CANDIDATES = 10_000
+
+
+def grid_specs(text: str) -> list[NetSpec]:
+    """Candidates from a grid over NetSpec fields (sweep's syntax, no batch: the budget sets
+    it), counted before any is built."""
+    from cnn_deploy.study.sweep import parse_grid
+
+    axes = [p.partition("=")[0].strip() for p in text.split(";") if p.strip()]
+    if "batch" in axes:
+        raise PredictError("--grid in select takes network fields only: the budget sets the batch "
+                           "(--tiles-per-frame or --batch)")
+    count = grid_size(text)
+    if count > MAX_CANDIDATES:
+        raise PredictError(f"--grid gives {count:,} candidates, more than {MAX_CANDIDATES:,}: "
+                           "narrow its ranges")
+    return list(dict.fromkeys(c.spec for c in parse_grid(text)))
+
+
+def grid_size(text: str) -> int:
+    """How many nets a grid names, from its axes' lengths (nothing is built)."""
+    from cnn_deploy.study.sweep import _values
+
+    count = 1
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, values = part.partition("=")
+        count *= len(_values(name.strip(), values.strip())) if values.strip() else 1
+    return count

@@ -1,0 +1,93 @@
+"""Latency models to and from files: fit or adapt from result files, save, load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnn_deploy.errors import PredictError
+from cnn_deploy.results.tidy import Rows, tidy
+from cnn_deploy.results.tidy import load as load_records
+from cnn_deploy.study.perfmodel import (
+    MAX_ADAPT_POINTS,
+    LatencyModel,
+    Source,
+    adapt,
+    choose_source,
+    fit,
+    points,
+    sources,
+    thin,
+)
+
+HELD_OUT = "heldout"  # the sweep group `model validate` records its cells under: never fitted
+
+
+def default_path(device: str) -> Path:
+    """Where `model fit` writes, and predict and select look, for this device's model."""
+    return Path("models") / f"latency_{device}.json"
+
+
+def save(model: LatencyModel, path: Path) -> Path:
+    from cnn_deploy.files import check_output, write_atomic
+
+    check_output(path, ".json", "the latency model", PredictError)
+    return write_atomic(path, json.dumps(model.to_dict(), indent=1, allow_nan=False) + "\n",
+                        "the latency model", PredictError)
+
+
+def load(path: Path) -> LatencyModel:
+    if path.is_dir():
+        raise PredictError(f"{path} is a folder: give the latency model's .json file")
+    if not path.is_file():
+        raise PredictError(f"no latency model at {path}: fit one with `cnndeploy model fit "
+                           f"results/sweep.jsonl -o {path}`")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PredictError(f"{path} is not a readable latency model ({type(exc).__name__}): fit "
+                           "it again with `cnndeploy model fit`") from None
+    return LatencyModel.from_dict(data, str(path))
+
+
+def fittable(rows: Rows) -> Rows:
+    """Rows a model may be fitted on: everything but `model validate`'s held-out cells."""
+    return [r for r in rows if r.get("sweep_group") != HELD_OUT]
+
+
+def setting(rows: Rows, source: Source) -> tuple[dict[str, str], dict[str, Any]]:
+    """The backend package version and options the rows of ``source`` ran with."""
+    for r in sources(rows).get(source, []):
+        options = {k: v for k, v in (r.get("backend_options") or {}).items() if v is not None}
+        version = r.get("backend_version")
+        return ({source.backend_name: str(version)} if version else {}), options
+    return {}, {}
+
+
+def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None
+              ) -> tuple[LatencyModel, list[str]]:
+    """A model fitted to the bench records of ``paths`` (one source; see choose_source; held-out
+    cells left out), and the damaged lines skipped."""
+    records, skipped = load_records(paths)
+    rows = fittable(tidy(records))
+    source = choose_source(rows, backend, device)
+    versions, options = setting(rows, source)
+    return fit(points(rows, source), source, versions, options), skipped
+
+
+def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
+                device: str | None = None, n: int = MAX_ADAPT_POINTS
+                ) -> tuple[LatencyModel, list[str]]:
+    """``model`` carried to the source of ``paths`` from at most ``n`` of its cells."""
+    if not 2 <= n <= MAX_ADAPT_POINTS:
+        raise PredictError(f"--points must be within 2..{MAX_ADAPT_POINTS}, got {n}")
+    records, skipped = load_records(paths)
+    rows = fittable(tidy(records))
+    source = choose_source(rows, backend, device)
+    if source == model.source:
+        raise PredictError(f"the records are of {source.describe()}, which the model was fitted "
+                           "on: adapting is for another device or backend setting")
+    versions, options = setting(rows, source)
+    return adapt(model, thin(points(rows, source), n), source, versions, options), skipped
