@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def quickstart(
@@ -41,7 +42,7 @@ def quickstart(
         epochs, processes = 1, 1
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=render.err, transient=True) as bar:
+    with Progress(*columns, console=render.err, transient=True) as bar, CellBoundary() as stop:
         task = bar.add_task("starting", total=None, info="")
 
         def stage(text: str) -> None:
@@ -55,6 +56,7 @@ def quickstart(
         def on_cell(cell: Any) -> None:
             bar.update(task, description="benchmarking", info=f"{cell.label} batch {cell.batch} "
                        f"(process {cell.process + 1}/{processes})")
+            stop.check()
 
         result = jobs.quickstart(data=data, models=models, results=results, epochs=epochs,
                                      processes=processes, batches=batches, timing=timing,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def sweep(
@@ -106,12 +107,13 @@ def sweep(
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=render.err, transient=True) as bar:
+    with Progress(*columns, console=render.err, transient=True) as bar, CellBoundary() as stop:
         task = bar.add_task("sweep", total=None)
 
         def on_progress(p: lib.SweepProgress) -> None:
             what = p.cell.key if p.cell is not None else "done"
             bar.update(task, completed=p.done, total=p.total, description=what)
+            stop.check()  # Ctrl-C: at a cell boundary, the records so far appended
 
         outcome = lib.run_sweep(cells, results, group=label, method=method, duration=duration,
                                 processes=processes, data=data, on_progress=on_progress,

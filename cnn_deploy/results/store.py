@@ -8,7 +8,9 @@ fresh line after it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -21,24 +23,51 @@ from cnn_deploy.errors import ResultsError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS = Path("results") / "bench.jsonl"
+_APPENDED: dict[Path, int] = {}  # records this process appended, per file (for Ctrl-C's line)
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
-    """Append one record as one line; never rewrites what is already there."""
+    """Append one record as one line; never rewrites what is already there. A write that
+    fails part-way (a full disk) is cut back off, so the file ends on a whole line."""
     line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as fh:
             # One writer at a time: two sweeps appending to one file never interleave lines.
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            if fh.seek(0, os.SEEK_END) > 0 and not _ends_with_newline(path):
-                fh.write(b"\n")  # the previous writer crashed mid-line: start clean
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+            end = fh.seek(0, os.SEEK_END)
+            try:
+                if end > 0 and not _ends_with_newline(path):
+                    fh.write(b"\n")  # the previous writer crashed mid-line: start clean
+                fh.write(line.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                if path.is_file():
+                    with contextlib.suppress(OSError):
+                        os.truncate(path, end)  # no partial line left behind
+                raise
     except OSError as exc:
-        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
-                           "--results file or fix its permissions") from None
+        raise ResultsError(_write_failure(path, exc)) from None
+    _APPENDED[path] = _APPENDED.get(path, 0) + 1
+
+
+def appended() -> dict[Path, int]:
+    """Records appended by this process so far, per file."""
+    return dict(_APPENDED)
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there or choose another --results file on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "fix its permissions or choose another --results file"
+    elif exc.errno == errno.EISDIR:
+        fix = "it is a folder: give a .jsonl file path for --results"
+    else:
+        fix = "choose another --results file"
+    return f"cannot append to {path} ({reason}): {fix}"
 
 
 def check_writable(path: Path) -> None:
@@ -53,8 +82,7 @@ def check_writable(path: Path) -> None:
         with path.open("ab"):
             pass
     except OSError as exc:
-        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
-                           "--results file or fix its permissions") from None
+        raise ResultsError(_write_failure(path, exc)) from None
 
 
 def _looks_like_jsonl(path: Path) -> bool:
