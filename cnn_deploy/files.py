@@ -97,11 +97,11 @@ def temp_folder(what: str = "") -> Iterator[Path]:
     killed process is removed by :func:`clean_stale_temp` on a later start."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-{_host()}-{what}") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-{host_tag()}-{what}") as tmp:
         yield Path(tmp)
 
 
-def _host() -> str:
+def host_tag() -> str:
     """This machine's name, letters and digits only: a pid is judged only on its own host (a
     /tmp shared between containers holds pids of other pid namespaces)."""
     import re
@@ -132,8 +132,8 @@ def clean_stale_temp(folder: Path | None = None, now: float | None = None) -> li
             if not entry.is_dir() or entry.is_symlink() or info.st_uid != os.getuid():
                 continue
             match = re.match(rf"{TEMP_PREFIX}(\d+)-([A-Za-z0-9]+)-", entry.name)
-            if match is not None and match.group(2) == _host():
-                if _alive(int(match.group(1))):
+            if match is not None and match.group(2) == host_tag():
+                if process_alive(int(match.group(1))):
                     continue
             elif now - info.st_mtime < STALE_HOURS * 3600:
                 continue
@@ -144,7 +144,7 @@ def clean_stale_temp(folder: Path | None = None, now: float | None = None) -> li
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid <= 0:
         return True  # not a pid we can judge: keep the folder
     try:

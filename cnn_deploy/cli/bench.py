@@ -59,6 +59,11 @@ def bench(
 
     backends = registry.parse_backends(backend) if backend is not None else None
     batches = opt.parse_batches(batch)
+    opt.processes(processes, least=0)
+    if not no_save:
+        from cnn_deploy.results.store import check_writable
+
+        check_writable(results)
     options = registry.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
     if overlap if overlap is not None else engine is not None:

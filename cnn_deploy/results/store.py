@@ -74,15 +74,20 @@ def check_writable(path: Path) -> None:
     """Fail early, with the fix, when ``path`` cannot take appended records: a folder, a file
     that cannot be opened for appending, or one that holds something other than JSON lines (a
     model, a video: appending would damage it)."""
-    if path.is_file() and path.stat().st_size > 0 and not _looks_like_jsonl(path):
-        raise ResultsError(f"{path} is not a JSON-lines results file (it would be damaged by "
-                           "appending): choose a .jsonl path for --results")
+    check_jsonl(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab"):
             pass
     except OSError as exc:
         raise ResultsError(_write_failure(path, exc)) from None
+
+
+def check_jsonl(path: Path) -> None:
+    """Refuse a file that holds something other than JSON lines (a model, a video)."""
+    if path.is_file() and path.stat().st_size > 0 and not _looks_like_jsonl(path):
+        raise ResultsError(f"{path} is not a JSON-lines results file (it would be damaged by "
+                           "appending): choose a .jsonl path for --results")
 
 
 def _looks_like_jsonl(path: Path) -> bool:
@@ -164,6 +169,10 @@ def merge(paths: Iterable[Path], out: Path, force: bool = False) -> MergeOutcome
         newer = [s for s in found.skipped if "is newer than" in s]
         if newer:
             raise ResultsError(f"cannot merge: {newer[0]}")
+        if found.skipped and not found.records:  # a model, a video: nothing of ours in it
+            raise ResultsError(f"{path} holds no cnn_deploy records ({len(found.skipped)} lines "
+                               f"skipped, the first: {found.skipped[0]}): merge results files "
+                               "that `cnndeploy bench`, `sweep` or `profile` wrote")
         skipped.extend(found.skipped)
         for record in found.records:
             schemas.setdefault(record["schema"], path)
