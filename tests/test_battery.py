@@ -582,6 +582,149 @@ def test_odd_records_are_skipped_not_fatal(maker: str, commands: tuple[str, ...]
         assert (tmp_path / "odd.jsonl").read_bytes() == before
 
 
+# -- beyond the table: interrupts, concurrency, crashes, disks ---------------------------------
+def _cnndeploy(args: list[str], cwd: Path) -> Any:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "cnn_deploy", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_stops_at_a_cell_boundary_and_says_what_was_kept(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    results = tmp_path / "r.jsonl"
+    proc = _cnndeploy(["bench", "--spec", "lenet_1c0f", "-b", "onnxruntime", "--batch",
+                       "1,2,4,8,16,32", "--duration", "0.5", "--warmup", "0", "--processes", "1",
+                       "--no-tune", "--results", str(results)], tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (results.is_file() and results.read_bytes().count(b"\n")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+    kept = results.read_bytes()
+    assert kept.endswith(b"\n") and all(json.loads(x) for x in kept.splitlines())
+    n = kept.count(b"\n")
+    assert f"{n} record{'s' if n != 1 else ''} appended to {results}" in line
+    assert "rerun `cnndeploy bench --spec lenet_1c0f" in line
+    assert 1 <= n < 7  # the baseline's batch 1 and at least one more cell, not all 7
+
+
+def test_two_identical_sweeps_at_once_measure_each_cell_once(tmp_path: Path) -> None:
+    args = ["sweep", "--grid", "fc_layers=0,1;batch=1,2", "--passes", "1", "--duration", "0.05",
+            "--no-tune", "--results", "results/sweep.jsonl"]
+    runs = [_cnndeploy(args, tmp_path), _cnndeploy(args, tmp_path)]
+    outputs = [p.communicate(timeout=240) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    from cnn_deploy.results.store import read
+
+    keys = [r["cell"] for r in read(tmp_path / "results" / "sweep.jsonl").records]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 4, keys
+    assert not (tmp_path / "results" / ".sweep.jsonl.claims").exists()
+
+
+def test_stale_temp_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import time
+
+    from cnn_deploy.files import clean_stale_temp, host_tag
+
+    dead = tmp_path / f"cnndeploy-999999999-{host_tag()}-x"
+    mine = tmp_path / f"cnndeploy-{os.getpid()}-{host_tag()}-x"
+    other_host = tmp_path / "cnndeploy-999999999-elsewhere-x"
+    old, new = tmp_path / "cnndeploy-abcd", tmp_path / "cnndeploy-efgh"
+    for folder in (dead, mine, other_host, old, new):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    removed = clean_stale_temp(tmp_path)
+    assert sorted(removed) == sorted([dead, old])
+    assert mine.is_dir() and other_host.is_dir() and new.is_dir()
+
+
+def test_a_full_disk_leaves_no_partial_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from cnn_deploy.errors import ResultsError
+    from cnn_deploy.results import store
+
+    path = tmp_path / "r.jsonl"
+    store.append(path, {"schema": 1, "kind": "bench", "n": 1})
+    before = path.read_bytes()
+    real_open = Path.open
+
+    class Full:
+        """A file on a disk that fills up 7 bytes into the next write."""
+
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.fh.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fh, name)
+
+        def write(self, data: Any) -> int:
+            self.fh.write(bytes(data)[:7])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(self: Path, mode: str = "r", *a: Any, **k: Any) -> Any:
+        fh = real_open(self, mode, *a, **k)
+        return Full(fh) if mode == "ab" else fh
+
+    monkeypatch.setattr(Path, "open", fake_open)
+    with pytest.raises(ResultsError, match=r"No space left on device\): free some space"):
+        store.append(path, {"schema": 1, "kind": "bench", "n": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+
+
+def test_a_checkpoint_is_never_paired_with_another_networks_onnx(fx: Fixtures, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """bench X.pt with another net's X.onnx beside it times X's own export, on every row."""
+    from typer.testing import CliRunner
+
+    from cnn_deploy.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(fx.checkpoint, tmp_path / "lenet_1c1f.pt")
+    shutil.copyfile(fx.other_onnx, tmp_path / "lenet_1c1f.onnx")
+    done = CliRunner().invoke(app, ["bench", "lenet_1c1f.pt", "-b", "onnxruntime", "--batch", "1",
+                                    *FAST, "--no-tune", "--results", "r.jsonl"])
+    assert done.exit_code == 0, done.output
+    from cnn_deploy.results.store import read
+
+    records = read(tmp_path / "r.jsonl").records
+    assert {r["model"]["spec"]["name"] for r in records} == {"lenet_1c1f"}
+    assert {r["model"]["onnx_sha256"] for r in records} != {
+        hashlib.sha256(fx.other_onnx.read_bytes()).hexdigest()}
+
+
+def test_an_unexpected_exception_is_called_a_bug_and_keeps_its_traceback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cnn_deploy.cli import app
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr("cnn_deploy.data.load_mnist", broken)
+    done = CliRunner().invoke(app, ["data", "info"])
+    assert isinstance(done.exception, ZeroDivisionError)
+    assert "internal error: an unexpected ZeroDivisionError is a bug in cnn_deploy" in done.stderr
+
+
 # -- a report for the issue: `python tests/test_battery.py [FIXTURE_FOLDER]` -------------
 def _main() -> int:  # pragma: no cover - a tool for the issue's closing note
     import subprocess
