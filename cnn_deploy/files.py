@@ -49,6 +49,7 @@ def check_writable_folder(path: Path, what: str,
                             "choose another path")
             break
     probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with probe.open("wb") as fh:
@@ -61,6 +62,9 @@ def check_writable_folder(path: Path, what: str,
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
+        for folder in made:  # a check leaves nothing behind: the run makes its folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def write_atomic(path: Path, data: bytes | str, what: str = "the output",

@@ -131,8 +131,7 @@ def read(path: Path) -> ReadResult:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 skipped.append(f"{path}:{number}: not a complete JSON record (cut by a crash?)")
                 continue
-            if not isinstance(record, dict) or type(record.get("schema")) is not int or \
-                    record["schema"] < 1:
+            if not isinstance(record, dict) or type(record.get("schema")) is not int:
                 skipped.append(f"{path}:{number}: not a cnn_deploy record (no integer schema)")
                 continue
             if record["schema"] > SCHEMA_VERSION:
