@@ -36,6 +36,9 @@ _NAME = re.compile(r"lenet_(\d+)c(\d+)f((?:_[a-z]\d+)*)")
 # Far above any LeNet of the thesis's family (lenet_5c5f_d80_n2048: ~20 M), far below what
 # allocating fails on: a depth of 10**12 was an allocator traceback in train, bench and sweep.
 MAX_PARAMETERS = 1_000_000_000
+# Layers of either kind: the thesis's family has at most 5; 1x1 kernels with padding would let
+# 10**9 conv layers through the shape check (and hang it), so the count is bounded first.
+MAX_LAYERS = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,14 @@ class NetSpec:
     pool: int = 2
 
     def __post_init__(self) -> None:
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("conv_layers", "fc_layers"):
+            if getattr(self, name) > MAX_LAYERS:
+                raise SpecError(f"{name} is {getattr(self, name)}, beyond {MAX_LAYERS}: use at "
+                                f"most {MAX_LAYERS} (the thesis's nets have 1 to 5)")
         for name in ("conv_layers", "depth", "neurons", "kernel", "pool"):
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -90,6 +101,9 @@ class NetSpec:
         match = _NAME.fullmatch(text)
         if match is None:
             raise SpecError(_unknown_name_message(name))
+        if any(len(d) > 18 for d in re.findall(r"\d+", text)):
+            raise SpecError(f"'{name[:60]}': a number in it is far too large for a network "
+                            "(layers at most 1000; depth and neurons within 10**9 parameters)")
         kwargs: dict[str, int] = {
             "conv_layers": int(match.group(1)),
             "fc_layers": int(match.group(2)),
@@ -108,12 +122,16 @@ class NetSpec:
         return {"name": self.name, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetSpec:
-        fields = {k: int(v) for k, v in data.items() if k != "name"}
+    def from_dict(cls, data: Any) -> NetSpec:
+        """A spec from its dict (a checkpoint's, a record's); anything else is a SpecError."""
+        if not isinstance(data, dict):
+            raise SpecError(f"not a network specification: {str(data)[:200]!r} (expected a dict "
+                            f"of {', '.join(_FIELDS)})")
         try:
+            fields = {k: _integer(k, v) for k, v in data.items() if k != "name"}
             return cls(**fields)
         except TypeError as exc:
-            raise SpecError(f"not a network specification: {data!r} ({exc})") from None
+            raise SpecError(f"not a network specification: {str(data)[:200]} ({exc})") from None
 
     # -- shapes ----------------------------------------------------------------
     def conv_sides(self) -> list[int]:
@@ -201,6 +219,21 @@ class NetSpec:
         """Largest live activation footprint of one forward pass at this batch (input + output)."""
         widest = max(c.bytes - _bytes(c.params) for c in self.layer_costs())
         return widest * batch
+
+
+_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "pool")
+
+
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpecError(f"spec field {key} is {value!r}, not an integer")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError):
+        raise SpecError(f"spec field {key} is {str(value)[:40]!r}, not an integer") from None
+    if number != value and str(number) != str(value).strip():
+        raise SpecError(f"spec field {key} is {value!r}, not an integer")
+    return number
 
 
 @dataclass(frozen=True)

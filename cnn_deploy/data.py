@@ -104,12 +104,28 @@ def find_mnist(explicit: str | os.PathLike[str] | None = None) -> Path:
         if missing:
             raise DataError(f"--data {folder} lacks {', '.join(missing)}; {_FIX}")
         return folder
+    env = os.environ.get(ENV_VAR)
+    if env:  # set on purpose: a wrong value is an error, not a silent fall-back elsewhere
+        folder = Path(env)
+        if not folder.is_dir():
+            raise DataError(f"${ENV_VAR}={env} is not a folder; {_FIX} (or unset ${ENV_VAR})")
+        missing = _missing(folder)
+        if missing:
+            raise DataError(f"${ENV_VAR}={env} lacks {', '.join(missing)}; {_FIX}")
+        return folder
     looked: list[str] = []
     for folder in search_paths():
         if folder.is_dir() and not _missing(folder):
             return folder
         looked.append(f"  {folder}")
     raise DataError("MNIST not found; looked in:\n" + "\n".join(looked) + f"\n{_FIX}")
+
+
+def check_source(explicit: str | os.PathLike[str] | None = None) -> None:
+    """Before any work: a dataset asked for (``--data`` or ``$CNNDEPLOY_DATA``) must be there;
+    with neither, a run may go on without digits (its inputs are noise, and it says so)."""
+    if explicit is not None or os.environ.get(ENV_VAR):
+        find_mnist(explicit)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -416,11 +416,12 @@ def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Pat
     onnx = models / (f"{spec.name}_fp16.onnx" if precision == "fp16" else f"{spec.name}.onnx")
     if not onnx.is_file():
         import shutil
-        import tempfile
+
+        from cnn_deploy.files import temp_folder
 
         # in a folder of its own: an fp16 export also writes the fp32 file, which must not
         # replace a (trained) models/<net>.onnx already there
-        with tempfile.TemporaryDirectory(prefix="cnndeploy-export-") as tmp:
+        with temp_folder("export-") as tmp:
             exported = export_spec(spec, Path(tmp) / f"{spec.name}.onnx", fp16=precision == "fp16")
             made = exported.fp16_path if precision == "fp16" and exported.fp16_path else exported.path
             onnx.parent.mkdir(parents=True, exist_ok=True)

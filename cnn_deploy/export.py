@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 
 DEFAULT_OPSET = 18
+# The exporter writes opset 18 and converts: below 15 there is no adapter (Shape), above the
+# installed onnx's newest opset there is nothing to convert to.
+MIN_OPSET = 15
 INPUT_NAME = "tiles"
 OUTPUT_NAME = "logits"
 INPUT_CONTRACT = {
@@ -99,10 +103,10 @@ def export_checkpoint(
     meta = {
         "spec": spec.name,
         "spec_json": json.dumps(spec.to_dict()),
-        "test_accuracy": str(checkpoint["metrics"]["test_accuracy"]),
+        "test_accuracy": str(_dig(checkpoint, "metrics", "test_accuracy")),
         "checkpoint": checkpoint_path.name,
         "checkpoint_sha256": file_sha256(checkpoint_path),
-        "dataset_sha256": str(checkpoint["dataset"]["sha256"]),
+        "dataset_sha256": str(_dig(checkpoint, "dataset", "sha256")),
         "input": json.dumps(INPUT_CONTRACT),
         "exporter": f"cnn_deploy {__version__}",
     }
@@ -147,16 +151,27 @@ def _half_inside(model: nn.Module) -> nn.Module:
     return HalfInside(model)
 
 
+def check_opset(opset: int) -> int:
+    """``opset`` when this exporter can write it, else a ModelError naming the range."""
+    import onnx
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if not MIN_OPSET <= opset <= newest:
+        raise ModelError(f"--opset {opset} cannot be written here: choose {MIN_OPSET}..{newest} "
+                         f"(default {DEFAULT_OPSET}; the newest is onnx {onnx.__version__}'s)")
+    return opset
+
+
 def export_module(module: nn.Module, out: Path, metadata: dict[str, str],
                   opset: int = DEFAULT_OPSET) -> Path:
     """Export ``module`` (raw-pixel input) to one ONNX file with a dynamic batch axis."""
     import onnx
     import torch
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_opset(opset)
     example = torch.rand(2, 1, TILE, TILE) * PIXEL_MAX
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    tmp = out.with_name(out.name + ".part")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
     with _quiet_exporter():
         program = torch.onnx.export(
             module.eval(), (example,), dynamo=True, input_names=[INPUT_NAME],
@@ -173,32 +188,59 @@ def export_module(module: nn.Module, out: Path, metadata: dict[str, str],
             f"conversion failed silently): use --opset {got} or upgrade onnx/onnxscript"
         )
     onnx.helper.set_model_props(proto, {META_PREFIX + k: v for k, v in metadata.items()})
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
         onnx.checker.check_model(str(tmp), full_check=True)
+        tmp.replace(out)
     except onnx.checker.ValidationError as exc:
-        tmp.unlink(missing_ok=True)
         raise ModelError(f"the exported graph failed onnx.checker: {exc}") from None
-    tmp.replace(out)
+    except OSError as exc:
+        raise ModelError(f"cannot write {out} ({exc.strerror or exc}): free some space or "
+                         "choose another --out") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return out
 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs torchvision absences and deprecations that are not the user's."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
-def spec_from_metadata(meta: dict[str, str]) -> NetSpec | None:
+def _dig(checkpoint: dict[str, Any], *keys: str) -> Any:
+    """A nested field a checkpoint of `cnndeploy train` holds; None where it lacks it."""
+    value: Any = checkpoint
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def spec_from_metadata(meta: dict[str, str], path: Path | None = None) -> NetSpec | None:
+    """The network an export names in its metadata; a name that is no buildable network is
+    the file's fault (damaged or edited metadata), and the error says so."""
     if "spec" not in meta:
         return None
-    return NetSpec.from_name(meta["spec"])
+    from cnn_deploy.errors import SpecError
+
+    try:
+        return NetSpec.from_name(meta["spec"])
+    except SpecError as exc:
+        where = f"{path}'s" if path is not None else "the ONNX file's"
+        raise ModelError(f"{where} cnn_deploy metadata names a network that cannot be built "
+                         f"('{meta['spec'][:60]}': {exc}): re-export the file with `cnndeploy "
+                         "export`, or strip its cnn_deploy.* metadata to bench it as a foreign "
+                         "model") from None

@@ -55,6 +55,7 @@ def benchmark(
     ``tuning``: a per-device tuning file (``cnndeploy tune``) whose options apply to every
     backend given no options."""
     from cnn_deploy.bench.workers import run_plan
+    from cnn_deploy.data import check_source
     from cnn_deploy.device import energy_mj
     from cnn_deploy.files import file_sha256
     from cnn_deploy.onnxfile import precision
@@ -63,6 +64,7 @@ def benchmark(
     names = default_backends(target, options) if backends is None else registry.parse_backends(
         backends)
     check_batches(target, batches)
+    check_source(data)  # --data /nonexistent is an error, not noise for inputs
     tune_notes: list[str] = []
     if tuning is not None:
         from cnn_deploy.bench.tune import apply
@@ -159,18 +161,10 @@ def export(checkpoint: Path | None = None, out: Path | None = None, *, spec: str
     net with the same network in PyTorch."""
     from cnn_deploy.export import DEFAULT_OPSET, export_checkpoint, export_spec
 
-    if parity_tiles < 0:
-        raise BenchError(f"--parity-tiles must be 0 or more, got {parity_tiles}")
-    if (checkpoint is None) == (spec is None):
-        raise BenchError("give a checkpoint (.pt) or --spec NAME"
-                         + (", not both" if checkpoint is not None else ""))
-    opset = opset or DEFAULT_OPSET
-    if out is not None:  # never over the checkpoint or another kind of file
-        from cnn_deploy.files import check_output
-
-        check_output(out, ".onnx", "--out", ModelError, keep=[checkpoint] if checkpoint else [])
-    if spec is not None:
-        net = NetSpec.from_name(spec)
+    opset = DEFAULT_OPSET if opset is None else opset
+    net = check_export(checkpoint, out, spec=spec, opset=opset, parity_tiles=parity_tiles,
+                       models=models)
+    if net is not None:
         result = export_spec(net, out or models / f"{net.name}.onnx", opset=opset, fp16=fp16)
     else:
         assert checkpoint is not None
@@ -193,6 +187,33 @@ def export(checkpoint: Path | None = None, out: Path | None = None, *, spec: str
             fp16_note = f"fp16 parity not checked on this machine: {exc}"
     return ExportOutcome(result.path, result.opset, parity(result.path), result.fp16_path,
                          fp16_parity, fp16_note)
+
+
+def check_export(checkpoint: Path | None, out: Path | None, *, spec: str | None, opset: int,
+                 parity_tiles: int, models: Path = Path("models")) -> NetSpec | None:
+    """Everything an export is asked, checked before any work (loading digits included): one
+    of a checkpoint and a spec, the opset, the parity count, and an output that is writable and
+    never the checkpoint or another kind of file. Returns the spec's network (None for a
+    checkpoint)."""
+    from cnn_deploy.export import check_opset
+    from cnn_deploy.files import check_output
+
+    if (checkpoint is None) == (spec is None):
+        raise BenchError("give a checkpoint (.pt) or --spec NAME"
+                         + (", not both" if checkpoint is not None else ""))
+    if checkpoint is not None and checkpoint.suffix.lower() not in (".pt", ".pth"):
+        raise ModelError(f"{checkpoint}: expected a .pt checkpoint from `cnndeploy train`"
+                         + (" (an .onnx file is exported already: bench it)"
+                            if checkpoint.suffix.lower() == ".onnx" else ""))
+    check_opset(opset)
+    if parity_tiles < 0:
+        raise BenchError(f"--parity-tiles must be 0 or more (0 skips the check), got {parity_tiles}")
+    net = NetSpec.from_name(spec) if spec is not None else None
+    written = out or (models / f"{net.name}.onnx" if net is not None else
+                      checkpoint.with_suffix(".onnx") if checkpoint is not None else None)
+    if written is not None:
+        check_output(written, ".onnx", "--out", ModelError, keep=[checkpoint] if checkpoint else [])
+    return net
 
 
 def _checkpoint_spec(checkpoint: Path) -> NetSpec:

@@ -44,11 +44,32 @@ def load_onnx(path: Path, load_weights: bool = True) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelError(f"no ONNX file at {path}: export one with `cnndeploy export "
                          "models/<net>.pt` or check the path")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes; an export or a copy cut short?): re-export "
+                         "it with `cnndeploy export`")
     try:
-        return onnx.load(str(path), load_external_data=load_weights)
+        proto = onnx.load(str(path), load_external_data=load_weights)
     except (DecodeError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{path} is not a readable ONNX file ({exc.__class__.__name__}: "
                          f"{str(exc)[:200]}): re-export it with `cnndeploy export`") from None
+    if not load_weights:
+        _check_external_data(proto, path)
+    return proto
+
+
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Weights kept in files beside the model must be there (and inside its folder)."""
+    from onnx import TensorProto
+
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        where = (path.parent / location).resolve()
+        if not location or path.parent.resolve() not in where.parents or not where.is_file():
+            raise ModelError(f"{path} keeps its weights in an external file '{location}' that is "
+                             f"not beside it: copy that file next to {path.name}, or re-export "
+                             "one self-contained file with `cnndeploy export`")
 
 
 def image_signature(proto: onnx.ModelProto, path: Path) -> Signature:
@@ -61,9 +82,18 @@ def image_signature(proto: onnx.ModelProto, path: Path) -> Signature:
         raise ModelError(f"{path} has {len(inputs)} inputs "
                          f"({', '.join(i.name for i in inputs)}): {expected}")
     (inp,) = inputs
+    if not proto.graph.output:
+        raise ModelError(f"{path} has no outputs: an image classifier gives (N, classes) scores; "
+                         "re-export the model with its output")
     tensor = inp.type.tensor_type
     dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
                               for d in tensor.shape.dim]
+    if len(dims) == 4 and dims[3] in (1, 3) and dims[1] == dims[2] and (dims[1] or 0) > 3:
+        shape = "(" + ", ".join("N" if d is None else str(d) for d in dims) + ")"
+        raise ModelError(f"{path}'s input '{inp.name}' is channels-last (NHWC) {shape}: "
+                         f"cnn_deploy feeds NCHW (N, {dims[3]}, {dims[1]}, {dims[2]}); re-export "
+                         "the model with an NCHW input (e.g. tf2onnx --inputs-as-nchw "
+                         f"{inp.name})")
     dtype = _FLOAT_TYPES.get(tensor.elem_type)
     if dtype is None or len(dims) != 4 or any(d is None for d in dims[1:]):
         shape = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
@@ -71,7 +101,7 @@ def image_signature(proto: onnx.ModelProto, path: Path) -> Signature:
 
         type_name = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
         raise ModelError(f"{path}'s input '{inp.name}' is {shape} {type_name}: {expected}")
-    output = proto.graph.output[0].name if proto.graph.output else "output"
+    output = proto.graph.output[0].name
     return Signature(inp.name, tuple(dims), dtype, output)
 
 

@@ -6,7 +6,9 @@ the weights, metrics, the thesis Table 2 milestones and the dataset's hash.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,7 +19,7 @@ import numpy as np
 
 from cnn_deploy import __version__
 from cnn_deploy.arch import NetSpec
-from cnn_deploy.errors import ModelError
+from cnn_deploy.errors import ModelError, SpecError
 
 if TYPE_CHECKING:
     import torch
@@ -170,12 +172,20 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tenso
 
 # -- checkpoints ---------------------------------------------------------------
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> Path:
+    """Write atomically: a temporary file beside ``path``, renamed into place; nothing is left
+    behind when the write fails (a full disk, a folder in the way)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # torch.save wraps some OS errors in RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot write the checkpoint to {path} ({_first_line(exc)}): free some "
+                         "space or choose another --out") from None
     return path
 
 
@@ -198,11 +208,19 @@ def load_checkpoint(path: Path) -> tuple[NetSpec, nn.Module, dict[str, Any]]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not a cnn_deploy checkpoint (no '{CHECKPOINT_FORMAT}' "
                          "format tag): train one with `cnndeploy train <net>`")
-    spec = NetSpec.from_dict(checkpoint["spec"])
+    missing = [k for k in ("spec", "state_dict") if k not in checkpoint]
+    if missing:
+        raise ModelError(f"{path} lacks its {' and '.join(missing)}: it is damaged or was not "
+                         "written by `cnndeploy train`; retrain it with `cnndeploy train <net>`")
+    try:
+        spec = NetSpec.from_dict(checkpoint["spec"])
+    except SpecError as exc:
+        raise ModelError(f"{path} holds a spec that cannot be built ({exc}): retrain it with "
+                         "`cnndeploy train <net>`") from None
     model = spec.build()
     try:
         model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
         detail = "; ".join(lines)[:300] or _first_line(exc)
         raise ModelError(

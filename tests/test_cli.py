@@ -557,7 +557,7 @@ def test_bad_batch(trained: Trained, batch: str, match: str) -> None:
 def test_negative_timing_and_processes(trained: Trained) -> None:
     assert_fails("bench", trained.onnx, "--duration", "-1", "--no-save", match="must not be negative")
     assert_fails("bench", trained.onnx, "--processes", "-1", "--no-save",
-          match=r"--processes must be 0 or more")
+          match=r"--processes must be within 0\.\.100, got -1")
 
 
 def test_batch_too_large_for_memory_keeps_earlier_records(
@@ -595,8 +595,8 @@ def test_results_file_that_cannot_be_written(trained: Trained, tmp_path: Path) -
     folder.mkdir()
     assert_fails("bench", trained.onnx, "--backend", "onnxruntime", "--batch", "1", *FAST,
           "--processes", "0", "--results", folder,
-          match=rf"cannot append to {re.escape(str(folder))} \(Is a directory\): choose another "
-                "--results file")
+          match=rf"cannot append to {re.escape(str(folder))} \(Is a directory\): it is a folder: "
+                r"give a \.jsonl file path for --results")
 
 
 # -- data download -------------------------------------------------------------

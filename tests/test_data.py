@@ -195,9 +195,14 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert data.find_mnist() == local
     shutil.rmtree(cwd / "data")
     assert data.find_mnist() == shared
-    # unlike --data, an env folder lacking the files is skipped
+    # like --data, an env folder set on purpose but lacking the files is an error (issue 13:
+    # skipping it silently fell back to other digits, or to noise inputs)
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "empty"))
-    assert data.find_mnist() == shared
+    with pytest.raises(DataError, match=r"\$CNNDEPLOY_DATA=.*empty is not a folder.*unset"):
+        data.find_mnist()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"\$CNNDEPLOY_DATA=.*empty lacks train-images"):
+        data.find_mnist()
 
 
 def test_discovery_accepts_plain_files(tmp_path: Path) -> None:
@@ -227,12 +232,12 @@ def test_nothing_found_lists_every_place(tmp_path: Path, monkeypatch: pytest.Mon
     cwd = tmp_path / "proj"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
     with pytest.raises(DataError) as info:
         data.find_mnist()
     message = str(info.value)
     assert message.startswith("MNIST not found; looked in:")
-    for place in (tmp_path / "env", cwd / "data" / "mnist", tmp_path / "shared" / "data" / "mnist"):
+    for place in (cwd / "data" / "mnist", tmp_path / "shared" / "data" / "mnist"):
         assert str(place) in message
     assert f"${data.ENV_VAR}" in message and "cnndeploy data download" in message
 

@@ -48,7 +48,8 @@ def test_output_of_native_code_never_reaches_the_message_channel(plan: Plan) -> 
 
 def test_a_crashed_worker_reports_the_tail_of_what_it_printed(plan: Plan) -> None:
     crash = "import os, sys; os.write(1, b'native abort: out of cheese\\n'); sys.exit(3)"
-    with pytest.raises(RuntimeError, match=r"process 1 failed \(exit 3\):\nnative abort: out of cheese"):
+    with pytest.raises(BenchError, match=r"process 1 failed \(exit 3\): native abort: out of cheese: "
+                                         r"rerun it with --processes 0"):
         list(run_worker(plan, 0, (sys.executable, "-c", crash)))
 
 

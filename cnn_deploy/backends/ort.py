@@ -185,7 +185,8 @@ class OrtRunner(Runner):
         dropped. Each node's ``*_kernel_time`` event gives its time; fused nodes (FusedConv,
         FusedGemm) name their constituents from the optimised graph ORT writes out."""
         import json
-        import tempfile
+
+        from cnn_deploy.files import temp_folder
 
         if not self._active:
             raise RuntimeError("use the runner inside a `with` block")
@@ -197,7 +198,7 @@ class OrtRunner(Runner):
                                "provider, or a TensorRT engine with --engine")
         self.check_input(x)
         ort = import_ort()
-        with tempfile.TemporaryDirectory(prefix="cnndeploy-ortprof-") as tmp:
+        with temp_folder("ortprof-") as tmp:
             so = self._session_options(ort)
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "ort")

@@ -116,7 +116,7 @@ def run_cells(plan: Plan, process: int = 0) -> Iterator[Measurement]:
         with row.runner(plan.target) as runner:
             for requested, batch, notes in _effective_batches(runner, plan.batches):
                 free = runner.free_memory_bytes()  # a GPU's own memory, else the host's
-                _check_memory(plan.target.spec, runner, batch,
+                check_memory(plan.target.spec, runner, batch,
                               free if free is not None else available_memory_bytes())
                 x, source = make_inputs(runner, batch, plan.data)
                 try:
@@ -162,7 +162,7 @@ def _effective_batches(runner: Runner, batches: tuple[int, ...]
     return [(requested, fixed, [note] if note else [])]
 
 
-def _check_memory(spec: NetSpec | None, runner: Runner, batch: int, available: int | None) -> None:
+def check_memory(spec: NetSpec | None, runner: Runner, batch: int, available: int | None) -> None:
     """Refuse a batch that clearly cannot fit before the kernel's OOM killer does."""
     if available is None:
         return

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from cnn_deploy.backends import registry
 from cnn_deploy.backends.base import Availability, Backend, Target, check_batch_range
 from cnn_deploy.bench.plan import BackendConfig
 from cnn_deploy.errors import BenchError, ModelError, SpecError
-from cnn_deploy.files import file_sha256
-from cnn_deploy.onnxfile import read_metadata
+from cnn_deploy.files import file_sha256, temp_folder
+from cnn_deploy.onnxfile import image_signature, load_onnx, read_metadata
 
 
 @contextlib.contextmanager
@@ -35,7 +34,7 @@ def resolve_target(model: Path | None, spec_name: str | None,
     if (model is None) == (spec_name is None):
         raise BenchError("give a model file (.onnx or .pt) or --spec NAME"
                          + (", not both" if model is not None else ""))
-    with tempfile.TemporaryDirectory(prefix="cnndeploy-") as tmp:
+    with temp_folder() as tmp:
         if spec_name is not None:
             spec = NetSpec.from_name(spec_name)
             notes.append(f"{spec.name}: untrained weights (speed does not depend on them)")
@@ -67,8 +66,11 @@ def checkpoint_target(checkpoint: Path, folder: Path) -> Target:
 def onnx_target(model: Path, notes: list[str]) -> Target:
     from cnn_deploy.export import spec_from_metadata
 
+    # the file's input contract checked here, before any row is timed (a worker would find out
+    # only after the baseline rows were measured and appended)
+    image_signature(load_onnx(model, load_weights=False), model)
     meta = read_metadata(model)
-    found = spec_from_metadata(meta)
+    found = spec_from_metadata(meta, model)
     checkpoint = model.parent / meta["checkpoint"] if "checkpoint" in meta else None
     if checkpoint is not None and not checkpoint.is_file():
         notes.append(f"checkpoint {checkpoint} not found: the torch rows use untrained "
@@ -136,7 +138,7 @@ def engine_target(engine: Path) -> tuple[Target, list[str]]:
                          "and the network is taken from the engine's file name")
     if onnx is not None:
         meta = read_metadata(onnx)
-        spec = spec_from_metadata(meta)
+        spec = spec_from_metadata(meta, onnx)
         trained = "test_accuracy" in meta
         if "checkpoint" in meta and (onnx.parent / meta["checkpoint"]).is_file():
             checkpoint = onnx.parent / meta["checkpoint"]

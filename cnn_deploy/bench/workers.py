@@ -52,21 +52,26 @@ def run_worker(plan: Plan, index: int,
         finally:
             os.close(write_fd)  # the child holds its copy: EOF on read_fd when it exits
         assert proc.stdin is not None
-        with os.fdopen(read_fd, "r", encoding="utf-8") as messages:
-            try:
-                proc.stdin.write(json.dumps({"plan": plan.to_dict(), "process": index}).encode())
-                proc.stdin.close()
-            except BrokenPipeError:  # the worker died at start: its output says why
-                pass
-            error, last_batch = None, None
-            for line in messages:
-                message = json.loads(line)
-                if "cell" in message:
-                    cell = Measurement.from_dict(message["cell"])
-                    last_batch = cell.batch
-                    yield cell
-                elif "error" in message:
-                    error = message["error"]
+        try:
+            with os.fdopen(read_fd, "r", encoding="utf-8") as messages:
+                try:
+                    proc.stdin.write(json.dumps({"plan": plan.to_dict(), "process": index}).encode())
+                    proc.stdin.close()
+                except BrokenPipeError:  # the worker died at start: its output says why
+                    pass
+                error, last_batch = None, None
+                for line in messages:
+                    message = json.loads(line)
+                    if "cell" in message:
+                        cell = Measurement.from_dict(message["cell"])
+                        last_batch = cell.batch
+                        yield cell
+                    elif "error" in message:
+                        error = message["error"]
+        except BaseException:  # Ctrl-C, or the caller stopped early: no worker left running
+            proc.kill()
+            proc.wait()
+            raise
         code = proc.wait()
         output.seek(0)
         tail = "\n".join(output.read().decode(errors="replace").strip().splitlines()[-15:])
@@ -76,11 +81,23 @@ def run_worker(plan: Plan, index: int,
         after = f" after batch {last_batch}" if last_batch else ""
         raise BenchError(f"benchmark process {index + 1} was killed{after} (most likely out of "
                          "memory): use a smaller --batch")
+    if code == -signal.SIGINT:
+        raise KeyboardInterrupt
     if code != 0:
-        raise RuntimeError(f"benchmark process {index + 1} failed (exit {code}):\n{tail}")
+        raise BenchError(f"benchmark process {index + 1} failed (exit {code}): "
+                         f"{_last_line(tail)}: rerun it with --processes 0 to see the error "
+                         "in this process, and report it if it is not your model")
+
+
+def _last_line(tail: str) -> str:
+    """The line of a worker's output that says why it failed (the exception, not the stack)."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no output")[:300]
 
 
 def main() -> int:
+    # Ctrl-C is the parent's: it stops at a cell boundary and kills this worker when it must.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = int(os.environ[FD_ENV])
     request = json.loads(sys.stdin.read())
     plan = Plan.from_dict(request["plan"])

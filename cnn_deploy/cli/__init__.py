@@ -1,21 +1,58 @@
 """The ``cnndeploy`` command: parse, call the library, render with rich. No logic here.
 
 User errors (:class:`CnnDeployError`) are caught once, here, and become one line on
-stderr and exit code 1; anything else is a bug and keeps its traceback.
+stderr and exit code 1; a command line that does not parse is one line and exit code 2;
+Ctrl-C says what was kept and how to resume (exit 130); anything else is a bug and keeps
+its traceback, under a line saying so.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException, UsageError  # typer vendors click
 from typer.core import TyperGroup
 
 from cnn_deploy.errors import CnnDeployError
 
 
 class _Group(TyperGroup):
+    argv: Sequence[str] = ()
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        self.argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(self.argv, prog_name, complete_var, standalone_mode=False,
+                              windows_expand_args=windows_expand_args, **extra)
+        except ClickException as exc:  # a usage error: one line, not a boxed panel
+            from cnn_deploy.cli.render import error
+
+            where = exc.ctx.command_path if isinstance(exc, UsageError) and exc.ctx \
+                else "cnndeploy"
+            error(f"{exc.format_message().rstrip('.')} (see `{where} --help`)")
+            if not standalone_mode:
+                raise
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from cnn_deploy.cli.render import error
+
+            error("aborted (end of input): rerun the command")
+            if not standalone_mode:
+                raise
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: Any) -> Any:
+        from cnn_deploy.files import clean_stale_temp
+
+        clean_stale_temp()
         try:
             return super().invoke(ctx)
         except CnnDeployError as exc:
@@ -23,6 +60,20 @@ class _Group(TyperGroup):
 
             error(str(exc))
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            from cnn_deploy.cli.interrupts import report
+
+            report(self.argv)
+            raise typer.Exit(130) from None
+        except (ClickException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            from cnn_deploy.cli.render import err
+
+            err.print(f"[bold red]internal error:[/] an unexpected {type(exc).__name__} is a bug "
+                      "in cnn_deploy, not in your input: please report it with the traceback "
+                      "that follows", highlight=False, soft_wrap=True)
+            raise
 
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ import typer
 
 from cnn_deploy.cli import options as opt
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def bench(
@@ -58,6 +59,11 @@ def bench(
 
     backends = registry.parse_backends(backend) if backend is not None else None
     batches = opt.parse_batches(batch)
+    opt.processes(processes, least=0)
+    if not no_save:
+        from cnn_deploy.results.store import check_writable
+
+        check_writable(results)
     options = registry.parse_options(option)
     timing = opt.timing(duration, warmup, iterations, thesis)
     if overlap if overlap is not None else engine is not None:
@@ -67,10 +73,11 @@ def bench(
     if processes is None:
         processes = 3 if thesis else 1  # the thesis took the median of three loops
     with (resolve_target(model, spec, engine) as (target, notes),
-          render.err.status("benchmarking...") as status):
+          render.err.status("benchmarking...") as status, CellBoundary() as stop):
         def on_cell(cell: Measurement) -> None:
             status.update(f"{cell.label} batch {cell.batch}: "
                           f"{cell.stats.tiles_per_ms:.1f} tiles/ms (process {cell.process + 1})")
+            stop.check()  # Ctrl-C: after this cell's record
 
         outcome = jobs.benchmark(
             target, backends, batches, options=options, timing=timing, processes=processes,

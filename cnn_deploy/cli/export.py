@@ -29,9 +29,11 @@ def export(
     on real test digits."""
     from cnn_deploy.data import load_mnist
     from cnn_deploy.errors import DataError
+    from cnn_deploy.jobs import check_export
     from cnn_deploy.jobs import export as export_checked
     from cnn_deploy.train import load_checkpoint
 
+    check_export(checkpoint, out, spec=spec, opset=opset, parity_tiles=parity_tiles)
     if checkpoint is not None and spec is None:
         load_checkpoint(checkpoint)  # a bad checkpoint is the error to report, not missing MNIST
     try:

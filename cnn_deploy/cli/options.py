@@ -19,6 +19,16 @@ def parse_batches(text: str) -> list[int]:
     return batches
 
 
+MAX_PROCESSES = 100  # fresh processes per cell: far beyond any use, short of a fork bomb
+
+
+def processes(value: int | None, least: int = 1) -> int | None:
+    """``--processes`` checked: ``least`` (0: in this process) .. MAX_PROCESSES."""
+    if value is not None and not least <= value <= MAX_PROCESSES:
+        raise BenchError(f"--processes must be within {least}..{MAX_PROCESSES}, got {value}")
+    return value
+
+
 def timing(duration: float | None, warmup: float | None, iterations: int | None,
            thesis: bool, quick: bool = False) -> TimingConfig:
     base = TimingConfig.thesis() if thesis else (TimingConfig.quick() if quick else TimingConfig())

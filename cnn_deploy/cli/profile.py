@@ -47,20 +47,26 @@ def profile(
     """Per-layer profile: time per layer and per operation category, FLOPs and GFLOP/s."""
     from cnn_deploy.backends import registry
     from cnn_deploy.bench.targets import resolve_target
+    from cnn_deploy.errors import BenchError
+    from cnn_deploy.files import check_output
     from cnn_deploy.profile import run as prof
     from cnn_deploy.profile import table as tables
     from cnn_deploy.results import records
-    from cnn_deploy.results.store import write_csv
+    from cnn_deploy.results.store import check_writable, write_csv
 
-    if png is not None:
-        from cnn_deploy.errors import BenchError
-        from cnn_deploy.files import check_output
-
-        check_output(png, ".png", "--png", BenchError)
     name = prof.check_backend(backend, engine, by_spec=spec is not None and model is None)
     builds = registry.get(name).needs == "engine" and engine is None  # -b tensorrt --spec ...
     options = registry.parse_options(option).get(name, {})
     names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]
+    if runs < 1 or batch < 1:
+        raise BenchError(f"--runs and --batch must be at least 1, got {runs} and {batch}")
+    # every output checked before any profiling: the chart's path and the results file
+    chart = png or (Path("results") / f"profile_{prof.family_name([n for n in names if n])}.png"
+                    if len(names) > 1 else None)
+    if chart is not None:
+        check_output(chart, ".png", "--png", BenchError)
+    if not no_save:
+        check_writable(results)
     profiles: list[Profile] = []
     with render.err.status("profiling...") as status:
         for net in names:
@@ -90,8 +96,10 @@ def profile(
             render.out.print(category_table(p))
         if family:
             render.out.print(family_table(profiles))
-    if family:
-        chart = png or Path("results") / f"profile_{prof.family_name([n for n in names if n])}.png"
+    if not no_save:  # the records first: a chart that fails must not lose the measurements
+        records.save_profiles(profiles, results)
+        render.note(f"{len(profiles)} profile record(s) appended to {results}")
+    if family and chart is not None:
         tables.plot_stacked(rows, chart, title=f"{profiles[0].label}, batch {profiles[0].batch}")
         render.note(f"chart written to {chart}")
     for p in profiles:
@@ -100,9 +108,6 @@ def profile(
                     "and time outside the layers)")
     for line in dict.fromkeys(n for p in profiles for n in p.notes):
         render.note(line)
-    if not no_save:
-        records.save_profiles(profiles, results)
-        render.note(f"{len(profiles)} profile record(s) appended to {results}")
 
 
 def layer_table(p: Profile) -> Table:

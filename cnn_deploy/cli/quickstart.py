@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def quickstart(
@@ -33,15 +34,30 @@ def quickstart(
 
     from cnn_deploy import jobs
     from cnn_deploy.cli import options as opt
+    from cnn_deploy.errors import BenchError
+    from cnn_deploy.files import check_writable_folder
+    from cnn_deploy.results.store import check_writable
 
+    # everything checked before training starts (it takes minutes)
     batches = opt.parse_batches(batch)
     timing = opt.timing(duration, None, None, thesis=False, quick=dry_run)
+    if epochs < 1:
+        raise BenchError(f"--epochs must be at least 1, got {epochs}")
+    opt.processes(processes)
+    check_writable_folder(models / "lenet_1c1f.pt", "--models", BenchError)
+    check_writable(results)
+    from cnn_deploy.data import check_source
+
+    check_source(data)
     subset = 2000 if dry_run else None
     if dry_run:
+        if (epochs, processes) != (3, 3):  # not the defaults: say they are not used
+            render.note(f"--dry-run trains 1 epoch and benchmarks in 1 process (not {epochs} and "
+                        f"{processes}): drop --dry-run for those")
         epochs, processes = 1, 1
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=render.err, transient=True) as bar:
+    with Progress(*columns, console=render.err, transient=True) as bar, CellBoundary() as stop:
         task = bar.add_task("starting", total=None, info="")
 
         def stage(text: str) -> None:
@@ -55,6 +71,7 @@ def quickstart(
         def on_cell(cell: Any) -> None:
             bar.update(task, description="benchmarking", info=f"{cell.label} batch {cell.batch} "
                        f"(process {cell.process + 1}/{processes})")
+            stop.check()
 
         result = jobs.quickstart(data=data, models=models, results=results, epochs=epochs,
                                      processes=processes, batches=batches, timing=timing,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def sweep(
@@ -92,8 +93,22 @@ def sweep(
         passes = 1 if method == "thesis" else lib.DEFAULT_PASSES
     if not 1 <= passes <= 20:
         raise BenchError(f"--passes must be within 1..20, got {passes}")
+    if processes is not None and not 1 <= processes <= lib.MAX_PROCESSES:
+        raise BenchError(f"--processes must be within 1..{lib.MAX_PROCESSES}, got {processes}")
     if budget is not None and not budget > 0:
         raise BenchError(f"--budget must be a positive number of minutes, got {budget}")
+    from cnn_deploy.results.store import check_jsonl, check_writable, read
+
+    if dry_run:
+        check_jsonl(results)
+    else:
+        check_writable(results)
+    if results.is_file():  # a line cut by a crash is measured again: say so before resuming
+        damaged = read(results).skipped
+        for line in damaged[:3]:
+            render.warn(f"resuming over {line}: it is skipped, and its cell measured again")
+        if len(damaged) > 3:
+            render.warn(f"... and {len(damaged) - 3} more damaged lines in {results}")
     if dry_run:
         measured = lib.cell_passes(results)
         runs = [max(0, passes - len(measured.get(c.key, []))) for c in cells]
@@ -106,12 +121,13 @@ def sweep(
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=render.err, transient=True) as bar:
+    with Progress(*columns, console=render.err, transient=True) as bar, CellBoundary() as stop:
         task = bar.add_task("sweep", total=None)
 
         def on_progress(p: lib.SweepProgress) -> None:
             what = p.cell.key if p.cell is not None else "done"
             bar.update(task, completed=p.done, total=p.total, description=what)
+            stop.check()  # Ctrl-C: at a cell boundary, the records so far appended
 
         outcome = lib.run_sweep(cells, results, group=label, method=method, duration=duration,
                                 processes=processes, data=data, on_progress=on_progress,

@@ -29,6 +29,8 @@ def train(
                                              "./data/mnist, ../shared/data/mnist).")] = None,
 ) -> None:
     """Train a network on MNIST and save a checkpoint with its metrics."""
+    import math
+
     from cnn_deploy.arch import NetSpec
     from cnn_deploy.data import load_mnist
     from cnn_deploy.errors import ModelError, SpecError
@@ -36,8 +38,15 @@ def train(
     from cnn_deploy.train import TrainConfig, save_checkpoint
 
     spec = NetSpec.from_name(net)
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise SpecError("--epochs and --batch-size must be at least 1 and --lr positive")
+    if epochs < 1 or batch_size < 1:
+        raise SpecError(f"--epochs and --batch-size must be at least 1, got {epochs} and "
+                        f"{batch_size}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise SpecError(f"--lr must be a positive number (thesis: 0.03), got {lr}")
+    if not 0 <= momentum < 1:
+        raise SpecError(f"--momentum must be within [0, 1) (0: plain SGD), got {momentum}")
+    if patience < 1:
+        raise SpecError(f"--patience must be at least 1 epoch, got {patience}")
     if subset is not None and subset < 100:
         raise SpecError(f"--subset takes at least 100 training digits, got {subset}")
     out = check_output(out or Path("models") / f"{spec.name}.pt", ".pt", "--out", ModelError)

@@ -9,6 +9,7 @@ import typer
 
 from cnn_deploy.cli import options as opt
 from cnn_deploy.cli import render
+from cnn_deploy.cli.interrupts import CellBoundary
 
 
 def tune(
@@ -47,10 +48,11 @@ def tune(
     if model is None and spec is None:
         spec = "lenet_5c1f"
     with (resolve_target(model, spec) as (target, _notes),
-          render.err.status("tuning...") as status):
+          render.err.status("tuning...") as status, CellBoundary() as stop):
         def on_cell(cell: Measurement) -> None:
             status.update(f"{cell.label} batch {cell.batch}: {cell.stats.tiles_per_ms:.1f} tiles/ms "
                           f"(process {cell.process + 1})")
+            stop.check()
 
         outcome = jobs.tune(target, backend.split(",") if backend else None, batches,
                             processes=processes, timing=timing, out=out, on_cell=on_cell)

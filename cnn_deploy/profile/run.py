@@ -100,8 +100,9 @@ def profile_target(target: Target, backend: str, batch: int, *, runs: int = DEFA
                    unfused: bool = False, options: dict[str, Any] | None = None,
                    timing: TimingConfig = PROFILE_TIMING, data: str | None = None) -> Profile:
     """Time ``target`` unprofiled with the harness, then profile ``runs`` runs per layer."""
-    from cnn_deploy.bench.plan import make_inputs
+    from cnn_deploy.bench.plan import check_memory, make_inputs
     from cnn_deploy.bench.timing import summarise, time_runner
+    from cnn_deploy.device import available_memory_bytes
 
     if runs < 1:
         raise BenchError(f"--runs must be at least 1, got {runs}")
@@ -113,6 +114,9 @@ def profile_target(target: Target, backend: str, batch: int, *, runs: int = DEFA
         if fixed is not None and fixed != batch:
             notes.append(f"the model has a fixed batch of {fixed}: profiled at {fixed}")
             batch = fixed
+        free = runner.free_memory_bytes()  # a GPU's own memory, else the host's
+        check_memory(target.spec, runner, batch, free if free is not None else
+                     available_memory_bytes())
         x, source = make_inputs(runner, batch, data)
         try:
             samples = time_runner(runner, x, timing).latency_ms

@@ -133,7 +133,12 @@ def plot_stacked(rows: Sequence[dict[str, Any]], path: Path, *, x: str = "net",
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    import io
+
+    from cnn_deploy.errors import BenchError
+    from cnn_deploy.files import write_atomic
+
+    png = io.BytesIO()
+    fig.savefig(png, dpi=100, format="png")
     plt.close(fig)
-    return path
+    return write_atomic(path, png.getvalue(), "the chart", BenchError)  # whole or not at all

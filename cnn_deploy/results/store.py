@@ -8,7 +8,9 @@ fresh line after it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -21,40 +23,71 @@ from cnn_deploy.errors import ResultsError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS = Path("results") / "bench.jsonl"
+_APPENDED: dict[Path, int] = {}  # records this process appended, per file (for Ctrl-C's line)
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
-    """Append one record as one line; never rewrites what is already there."""
+    """Append one record as one line; never rewrites what is already there. A write that
+    fails part-way (a full disk) is cut back off, so the file ends on a whole line."""
     line = json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as fh:
             # One writer at a time: two sweeps appending to one file never interleave lines.
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            if fh.seek(0, os.SEEK_END) > 0 and not _ends_with_newline(path):
-                fh.write(b"\n")  # the previous writer crashed mid-line: start clean
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+            end = fh.seek(0, os.SEEK_END)
+            try:
+                if end > 0 and not _ends_with_newline(path):
+                    fh.write(b"\n")  # the previous writer crashed mid-line: start clean
+                fh.write(line.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                if path.is_file():
+                    with contextlib.suppress(OSError):
+                        os.truncate(path, end)  # no partial line left behind
+                raise
     except OSError as exc:
-        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
-                           "--results file or fix its permissions") from None
+        raise ResultsError(_write_failure(path, exc)) from None
+    _APPENDED[path] = _APPENDED.get(path, 0) + 1
+
+
+def appended() -> dict[Path, int]:
+    """Records appended by this process so far, per file."""
+    return dict(_APPENDED)
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there or choose another --results file on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "fix its permissions or choose another --results file"
+    elif exc.errno == errno.EISDIR:
+        fix = "it is a folder: give a .jsonl file path for --results"
+    else:
+        fix = "choose another --results file"
+    return f"cannot append to {path} ({reason}): {fix}"
 
 
 def check_writable(path: Path) -> None:
     """Fail early, with the fix, when ``path`` cannot take appended records: a folder, a file
     that cannot be opened for appending, or one that holds something other than JSON lines (a
     model, a video: appending would damage it)."""
-    if path.is_file() and path.stat().st_size > 0 and not _looks_like_jsonl(path):
-        raise ResultsError(f"{path} is not a JSON-lines results file (it would be damaged by "
-                           "appending): choose a .jsonl path for --results")
+    check_jsonl(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab"):
             pass
     except OSError as exc:
-        raise ResultsError(f"cannot append to {path} ({exc.strerror}): choose another "
-                           "--results file or fix its permissions") from None
+        raise ResultsError(_write_failure(path, exc)) from None
+
+
+def check_jsonl(path: Path) -> None:
+    """Refuse a file that holds something other than JSON lines (a model, a video)."""
+    if path.is_file() and path.stat().st_size > 0 and not _looks_like_jsonl(path):
+        raise ResultsError(f"{path} is not a JSON-lines results file (it would be damaged by "
+                           "appending): choose a .jsonl path for --results")
 
 
 def _looks_like_jsonl(path: Path) -> bool:
@@ -136,6 +169,10 @@ def merge(paths: Iterable[Path], out: Path, force: bool = False) -> MergeOutcome
         newer = [s for s in found.skipped if "is newer than" in s]
         if newer:
             raise ResultsError(f"cannot merge: {newer[0]}")
+        if found.skipped and not found.records:  # a model, a video: nothing of ours in it
+            raise ResultsError(f"{path} holds no cnn_deploy records ({len(found.skipped)} lines "
+                               f"skipped, the first: {found.skipped[0]}): merge results files "
+                               "that `cnndeploy bench`, `sweep` or `profile` wrote")
         skipped.extend(found.skipped)
         for record in found.records:
             schemas.setdefault(record["schema"], path)

@@ -173,9 +173,15 @@ def plot(fig: Figure, path: Path) -> Path:
     ax.set_title(fig.title, fontsize=10)
     ax.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    import io
+
+    from cnn_deploy.errors import ResultsError
+    from cnn_deploy.files import write_atomic
+
+    png = io.BytesIO()
+    figure.savefig(png, dpi=100, format="png")
     plt.close(figure)
+    write_atomic(path, png.getvalue(), "a figure", ResultsError)  # whole or not at all
     fig.path = path
     return path
 
@@ -398,10 +404,13 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
     if out.exists() and not out.is_dir():
         raise ResultsError(f"-o {out} is a file: the report is a folder (index.html and one PNG "
                            "per figure); choose a folder path")
+    from cnn_deploy.files import check_writable_folder, write_atomic
+
+    index = out / "index.html"
+    check_writable_folder(index, "-o", ResultsError)  # before reading or drawing anything
     records, skipped = load(paths)
     rows = tidy(records)
     figs = figures(rows)
-    out.mkdir(parents=True, exist_ok=True)
     for f in figs:
         if f.rows:
             plot(f, out / f"{f.key}.png")
@@ -409,9 +418,9 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
     from cnn_deploy.study.perfreport import section
 
     latency = section(rows, THESIS_TABLE2, out)
-    index = out / "index.html"
-    index.write_text(render_html(figs, verdicts, table2(rows), speedups(rows), paths,
-                                 table1(rows), latency, settings(rows)))
+    write_atomic(index, render_html(figs, verdicts, table2(rows), speedups(rows), paths,
+                                    table1(rows), latency, settings(rows)), "the report",
+                 ResultsError)
     return Report(index, figs, verdicts, skipped)
 
 

@@ -317,31 +317,14 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
     return again
 
 
-MAX_CANDIDATES = 10_000
-
 
 def grid_specs(text: str) -> list[NetSpec]:
-    """Candidates from a grid over NetSpec fields (sweep's syntax, no batch: the budget sets
-    it), counted before any is built."""
+    """Candidates from a grid over NetSpec fields (sweep's syntax and its size limit; no batch:
+    the budget sets it)."""
     from cnn_deploy.study.sweep import parse_grid
 
     axes = [p.partition("=")[0].strip() for p in text.split(";") if p.strip()]
     if "batch" in axes:
         raise PredictError("--grid in select takes network fields only: the budget sets the batch "
                            "(--tiles-per-frame or --batch)")
-    count = grid_size(text)
-    if count > MAX_CANDIDATES:
-        raise PredictError(f"--grid gives {count:,} candidates, more than {MAX_CANDIDATES:,}: "
-                           "narrow its ranges")
     return list(dict.fromkeys(c.spec for c in parse_grid(text)))
-
-
-def grid_size(text: str) -> int:
-    """How many nets a grid names, from its axes' lengths (nothing is built)."""
-    from cnn_deploy.study.sweep import _values
-
-    count = 1
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, _, values = part.partition("=")
-        count *= len(_values(name.strip(), values.strip())) if values.strip() else 1
-    return count

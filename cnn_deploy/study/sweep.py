@@ -23,6 +23,7 @@ from cnn_deploy.bench.plan import BackendConfig, Measurement, Plan
 from cnn_deploy.bench.summary import summarise_cells
 from cnn_deploy.bench.timing import TimingConfig
 from cnn_deploy.errors import BenchError
+from cnn_deploy.results.claims import Claims
 from cnn_deploy.results.tidy import cell_passes
 
 GROUPS = (*THESIS_GROUPS, "all")
@@ -33,6 +34,10 @@ NET_OVERHEAD_S = 1.0  # exporting the untrained net to ONNX
 DRIFT_WARNING = 0.05  # thesis Table 1: the slowdown from the first to the last loop
 PASS_WIDTH = 0.03  # a cell gets another pass while its 95 % interval is wider than +-3 %
 DEFAULT_PASSES = 3  # the noise-aware default: 2 passes, a 3rd where the interval is wide
+# A grid is counted before it is built: the thesis's four groups are 140 cells; 5,000 cells of
+# a second or more each is already a day. 'fc_layers=1..10000' ran for minutes building specs.
+MAX_CELLS = 5000
+MAX_PROCESSES = 100
 _SPEC_FIELDS = tuple(f.name for f in fields(NetSpec))
 
 
@@ -110,6 +115,7 @@ def parse_grid(text: str, backend: str = "onnxruntime",
     Values: ``a,b,c``; ``lo..hi`` (step 1); ``lo..hi:step``; ``lo..hi*factor`` (geometric).
     """
     axes: dict[str, list[int]] = {}
+    counts: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, sep, values = part.partition("=")
         name = name.strip()
@@ -119,11 +125,21 @@ def parse_grid(text: str, backend: str = "onnxruntime",
         if name not in (*_SPEC_FIELDS, "batch"):
             raise BenchError(f"--grid: unknown field '{name}': use batch or one of "
                              f"{', '.join(_SPEC_FIELDS)}")
-        if name in axes:
+        if name in counts:
             raise BenchError(f"--grid: '{name}' is given twice")
-        axes[name] = _values(name, values.strip())
-    if not axes:
+        counts[name] = _count(name, values.strip())
+    if not counts:
         raise BenchError("--grid is empty: give e.g. 'fc_layers=1..5;batch=16,32'")
+    total = 1
+    for n in counts.values():
+        total *= n
+    if total > MAX_CELLS:
+        sizes = " x ".join(f"{n} {name}" for name, n in counts.items())
+        raise BenchError(f"--grid has {total} cells ({sizes}), beyond {MAX_CELLS}: narrow a "
+                         "range or give it a step ('lo..hi:step', 'lo..hi*factor')")
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, values = part.partition("=")
+        axes[name.strip()] = _values(name.strip(), values.strip())
     batches = axes.pop("batch", [1024])
     if any(b < 1 for b in batches):
         raise BenchError(f"--grid: batch values must be positive, got {batches}")
@@ -132,6 +148,37 @@ def parse_grid(text: str, backend: str = "onnxruntime",
                        _setting(options))
              for combo in itertools.product(*axes.values()) for b in batches]
     return _unique(cells)
+
+
+def _count(name: str, text: str) -> int:
+    """How many values ``text`` gives (an upper bound: repeats count), without listing them."""
+    total = 0
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            if ".." not in item:
+                int(item)
+                total += 1
+                continue
+            lo_text, hi_text = item.split("..", 1)
+            hi_text, _, step_text = hi_text.replace("*", ":*").partition(":")
+            lo, hi = int(lo_text), int(hi_text)
+            if step_text.startswith("*"):
+                factor = int(step_text[1:])
+                if lo < 1 or factor < 2:
+                    raise ValueError
+                n, value = 0, lo
+                while value <= hi and n <= MAX_CELLS:
+                    n, value = n + 1, value * factor
+                total += n
+            else:
+                step = int(step_text) if step_text else 1
+                if step < 1:
+                    raise ValueError
+                total += max(0, (hi - lo) // step + 1)
+        except ValueError:
+            raise BenchError(f"--grid: cannot read {name}='{text}': use integers 'a,b', "
+                             "'lo..hi', 'lo..hi:step' or 'lo..hi*factor'") from None
+    return total
 
 
 def _values(name: str, text: str) -> list[int]:
@@ -287,15 +334,14 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     is wide), appending each record as it finishes. With several passes each pass runs the
     cells still wanted in a shuffled order (seeded), so drift and a slow process state spread
     over the cells instead of landing on one; no pass starts after ``budget_s`` seconds."""
-    import random
     import time
 
     from cnn_deploy.results.records import Writer
 
     if processes is None:
         processes = 3 if method == "thesis" else 1
-    if processes < 1:
-        raise BenchError(f"--processes must be at least 1, got {processes}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise BenchError(f"--processes must be within 1..{MAX_PROCESSES}, got {processes}")
     if not 1 <= passes <= 20:
         raise BenchError(f"--passes must be within 1..20, got {passes}")
     writer = Writer(results)
@@ -306,8 +352,23 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
     report = on_progress or (lambda _: None)
     state = _Passes(writer, outcome, sweep_info, report, method, duration, processes, data,
                     train_epochs, models, measured,
-                    total=sum(passes - len(measured.get(c.key, [])) for c in wanted))  # at most
+                    total=sum(passes - len(measured.get(c.key, [])) for c in wanted),  # at most
+                    results=results, passes=passes, claims=Claims(results))
     started = time.monotonic()
+    try:
+        _run_passes(state, cells, passes, method, duration, budget_s, seed, started)
+    finally:
+        state.claims.release()
+    report(SweepProgress(state.finished, state.finished, None))
+    return outcome
+
+
+def _run_passes(state: _Passes, cells: Sequence[SweepCell], passes: int, method: str,
+                duration: float | None, budget_s: float | None, seed: int, started: float) -> None:
+    import random
+    import time
+
+    measured, outcome = state.measured, state.outcome
     for index in range(passes):
         todo = [c for c in cells if wants_pass(measured.get(c.key, []), passes)]
         if not todo:
@@ -320,8 +381,6 @@ def run_sweep(cells: Sequence[SweepCell], results: Path, *, group: str, method: 
         if passes > 1:
             random.Random(seed * 1000 + index).shuffle(units)
         state.run(units, index)
-    report(SweepProgress(state.finished, state.finished, None))
-    return outcome
 
 
 @dataclass
@@ -341,8 +400,25 @@ class _Passes:
     models: Path
     measured: dict[str, list[tuple[list[float], int, float | None]]]
     total: int
+    results: Path
+    passes: int
+    claims: Claims
     finished: int = 0
     trained_nets: dict[NetSpec, dict[str, Any]] = field(default_factory=dict)
+
+    def claim(self, unit: list[SweepCell]) -> list[SweepCell]:
+        """The cells of ``unit`` this run measures now: those that still want a pass (read
+        afresh: another run of this sweep may have measured them meanwhile) and that no other
+        live run has claimed, claimed under the lock."""
+        def wanted() -> dict[str, int]:
+            for key, got in cell_passes(self.results).items():
+                if len(got) > len(self.measured.get(key, [])):
+                    self.measured[key] = got
+            return {c.key: len(self.measured.get(c.key, [])) + 1 for c in unit
+                    if wants_pass(self.measured.get(c.key, []), self.passes)}
+
+        granted = self.claims.take(wanted)
+        return [c for c in unit if c.key in granted]
 
     def run(self, units: list[list[SweepCell]], index: int) -> None:
         """One pass over ``units`` (pass ``index``, 0-based)."""
@@ -356,6 +432,9 @@ class _Passes:
         sweep_info, writer, finished = self.sweep_info, self.writer, self.finished
         todo_count = max(self.total, finished + sum(len(u) for u in units))
         for unit in units:
+            unit = self.claim(unit)
+            if not unit:  # measured or being measured by another run of this sweep
+                continue
             report(SweepProgress(finished, todo_count, unit[0]))
             trained = _trained_net(unit[0].spec, train_epochs, models, data, trained_nets)
             checkpoint, name = (trained["checkpoint"], None) if trained else (None, unit[0].spec.name)
