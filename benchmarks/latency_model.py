@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
+# --coverage: 36 cells along the held-out space's axes the thesis groups never vary (batches
+# below 16, no hidden FC layer, 3x3 kernels, same padding, wide FC layers at tiny batches)
+COVERAGE = ("conv_layers=1,3,5;fc_layers=0,2;batch=1,4",
+            "kernel=3;padding=0,1;conv_layers=1,3,5;fc_layers=1;batch=8,256",
+            "padding=2;conv_layers=2,4;fc_layers=0,1;batch=2,512",
+            "conv_layers=1;fc_layers=3;neurons=1024,4096;batch=1,8")
 ONE_THREAD_GRID = "conv_layers=1,3,5;fc_layers=1,3;depth=10,40;batch=16,1024"  # 16 cells, 10 used
 
 
@@ -43,9 +49,12 @@ def run(*args: Any) -> str:
     return done.stdout
 
 
+SEED = 1
+
+
 def validate(model: Path, held: Path, nets: int, measure: bool = True) -> dict[str, Any]:
-    out = run("model", "validate", "-m", model, "--nets", nets, "--results", held, "--json",
-              *([] if measure else ["--no-measure"]))
+    out = run("model", "validate", "-m", model, "--nets", nets, "--seed", SEED, "--results", held,
+              "--json", *([] if measure else ["--no-measure"]))
     return dict(json.loads(out)["summary"])
 
 
@@ -55,7 +64,13 @@ def main() -> None:
     parser.add_argument("--nets", type=int, default=50, help="held-out networks per backend")
     parser.add_argument("--one-thread", action="store_true",
                         help="also adapt to ONNX Runtime at 1 thread (about 5 more minutes)")
+    parser.add_argument("--coverage", action="store_true",
+                        help="also fit on the thesis groups plus the COVERAGE grids (about 4 "
+                             "more minutes) and validate those models on the same cells")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the held-out draw")
     args = parser.parse_args()
+    global SEED
+    SEED = args.seed
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
@@ -76,6 +91,27 @@ def main() -> None:
         one = out / "ort_to_1t.json"
         run("model", "adapt", few, "-m", out / "ort.json", "-o", one, "--force")
         summary["ort_to_1t"] = {"held_out": validate(one, out / "held_ort1t.jsonl", args.nets)}
+    if args.coverage:
+        for short, backend in BACKENDS.items():
+            cov = out / f"cov_{short}.jsonl"
+            for grid in COVERAGE:
+                run("sweep", "--grid", grid, "-b", backend, "--results", cov)
+            model = out / f"{short}_cov.json"
+            run("model", "fit", out / f"fit_{short}.jsonl", cov, "-o", model, "--force")
+            summary[f"{short}+coverage"] = {"fit": json.loads(model.read_text())["errors"],
+                                            "held_out": validate(model, out / f"held_{short}.jsonl",
+                                                                 args.nets)}
+        adapted = out / "ort_cov_to_ov.json"
+        run("model", "adapt", out / "fit_ov.jsonl", "-m", out / "ort_cov.json", "-o", adapted,
+            "--force")
+        summary["ort+coverage_to_ov"] = {"held_out": validate(adapted, out / "held_ov.jsonl",
+                                                              args.nets, False)}
+        if args.one_thread:
+            one = out / "ort_cov_to_1t.json"
+            run("model", "adapt", out / "few_ort1t.jsonl", "-m", out / "ort_cov.json", "-o", one,
+                "--force")
+            summary["ort+coverage_to_1t"] = {"held_out": validate(one, out / "held_ort1t.jsonl",
+                                                                  args.nets)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     for name, s in summary.items():
         for form in ("additive", "thesis"):

@@ -334,3 +334,31 @@ def tuning_file(enabled: bool) -> Path | None:
     from cnn_deploy.device import device_record
 
     return tuning_path(device_record())
+
+
+@dataclass
+class SelectOutcome:
+    selection: Any  # study.select.Selection
+    exported: ExportOutcome | None = None  # the pick, trained by --train-top, exported
+
+
+def select_network(model: Any, budget: Any, records: Sequence[Path], *, train_top: int = 0,
+                   models: Path = Path("models"), data: str | None = None, **kw: Any
+                   ) -> SelectOutcome:
+    """From a budget to a network: rank the candidates (``study.select.choose``; with
+    ``train_top`` K, train, measure and re-rank the K most promising), and when the pick is a
+    net trained here, export it to ``models/<net>.onnx`` with its parity check, ready for
+    `cnndeploy build` or `stream`."""
+    from cnn_deploy.study.select import choose
+
+    selection = choose(model, budget, records, train_top=train_top, models=models, data=data,
+                       **kw)
+    pick = selection.pick
+    checkpoint = models / f"{pick.spec.name}.pt" if pick is not None else None
+    if not train_top or checkpoint is None or not checkpoint.is_file() \
+            or checkpoint.with_suffix(".onnx").exists():
+        return SelectOutcome(selection)
+    from cnn_deploy.data import load_mnist
+
+    exported = export(checkpoint, data=load_mnist(data), models=models)
+    return SelectOutcome(selection, exported)

@@ -148,7 +148,33 @@ def _file_parent(folder: Path, fx: Fixtures) -> None:
     (folder / "afile").write_text("not a folder\n")
 
 
+def _synthetic(name: str, **kw: Any) -> Callable[[Path, Fixtures], None]:
+    """Sweep records of a synthetic device whose cost is known (tests/test_perfmodel.py)."""
+    def make(folder: Path, fx: Fixtures) -> None:
+        from test_perfmodel import sweep_records
+
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in sweep_records(**kw)))
+    return make
+
+
+def _latency_model(folder: Path, fx: Fixtures) -> None:
+    """A latency model of the synthetic device (not this machine)."""
+    from test_perfmodel import sweep_records
+
+    from cnn_deploy.results.tidy import tidy
+    from cnn_deploy.study import modelfiles, perfmodel
+
+    rows = tidy(sweep_records(passes=1))
+    source = perfmodel.choose_source(rows)
+    modelfiles.save(perfmodel.fit(perfmodel.points(rows, source), source), folder / "latency.json")
+
+
 MAKERS: dict[str, Callable[[Path, Fixtures], None]] = {
+    "synth.jsonl": _synthetic("synth.jsonl", passes=1),
+    "mixed.jsonl": _synthetic("mixed.jsonl", passes=1, backend="openvino", label="openvino x"),
+    "latency.json": _latency_model,
+    "old_model.json": _write("old_model.json", '{"schema": "cnn_deploy.latency_model/0"}'),
+    "junk.json": _write("junk.json", "{not json"),
     "ck": _copy("checkpoint", "lenet_1c1f.pt"),
     "onnx": _copy("onnx", "lenet_1c1f.onnx"),
     "other": _copy("other_onnx", "lenet_2c1f.onnx"),
@@ -166,6 +192,7 @@ MAKERS: dict[str, Callable[[Path, Fixtures], None]] = {
     "dir.onnx": lambda folder, fx: (folder / "dir.onnx").mkdir(),
     "dir.pt": lambda folder, fx: (folder / "dir.pt").mkdir(),
     "dir.png": lambda folder, fx: (folder / "dir.png").mkdir(),
+    "dir.json": lambda folder, fx: (folder / "dir.json").mkdir(),
     "dir.jsonl": lambda folder, fx: (folder / "dir.jsonl").mkdir(),
     "afile": _file_parent,
     "schema_str": _line(schema="1"),
@@ -448,6 +475,105 @@ CASES: list[tuple[str, list[Case]]] = [
         C("out-folder", "tune", *SPEC, "-o", "dir.jsonl", files=("dir.jsonl",),
           match=r"folder|-o|--out"),
         C("spec-bad", "tune", "--spec", "lenet", match=r"not a network name"),
+    ]),
+    ("model fit", [
+        C("missing", "model", "fit", "nothere.jsonl", "-o", "m.json", match=r"nothere"),
+        C("folder", "model", "fit", "dir.jsonl", "-o", "m.json", files=("dir.jsonl",),
+          match=r"dir\.jsonl"),
+        C("onnx-as-records", "model", "fit", "lenet_1c1f.onnx", "-o", "m.json", files=("onnx",),
+          match=r"lenet_1c1f\.onnx"),
+        C("too-few", "model", "fit", RESULTS, "-o", "m.json", "-b", "onnxruntime",
+          match=r"too few to fit .*sweep"),
+        C("mixed", "model", "fit", "synth.jsonl", "mixed.jsonl", "-o", "m.json",
+          files=("synth.jsonl", "mixed.jsonl"), match=r"mix .*--backend"),
+        C("backend-none", "model", "fit", "synth.jsonl", "-o", "m.json", "-b", "torch",
+          files=("synth.jsonl",), match=r"no records match"),
+        C("out-txt", "model", "fit", "synth.jsonl", "-o", "m.txt", files=("synth.jsonl",),
+          match=r"\.json"),
+        C("out-folder", "model", "fit", "synth.jsonl", "-o", "dir.json",
+          files=("synth.jsonl", "dir.json"), match=r"is a folder"),
+        C("out-exists", "model", "fit", "synth.jsonl", "-o", "latency.json",
+          files=("synth.jsonl", "latency.json"), match=r"exists.*--force"),
+        C("out-results", "model", "fit", "synth.jsonl", "-o", RESULTS, files=("synth.jsonl",),
+          match=r"\.json"),
+    ]),
+    ("model adapt", [
+        C("same-source", "model", "adapt", "synth.jsonl", "-m", "latency.json", "-o", "a.json",
+          files=("synth.jsonl", "latency.json"), match=r"which the model was fitted on"),
+        C("no-out", "model", "adapt", "mixed.jsonl", "-m", "latency.json",
+          files=("mixed.jsonl", "latency.json"), code=2, match=r"--out|-o"),
+        C("points-50", "model", "adapt", "mixed.jsonl", "-m", "latency.json", "-o", "a.json",
+          "--points", "50", files=("mixed.jsonl", "latency.json"), match=r"--points"),
+        C("model-missing", "model", "adapt", "mixed.jsonl", "-m", "none.json", "-o", "a.json",
+          files=("mixed.jsonl",), match=r"no latency model at none\.json.*model fit"),
+        C("model-junk", "model", "adapt", "mixed.jsonl", "-m", "junk.json", "-o", "a.json",
+          files=("mixed.jsonl", "junk.json"), match=r"not a readable latency model"),
+    ]),
+    ("model validate", [
+        C("nets-0", "model", "validate", "-m", "latency.json", "--nets", "0",
+          files=("latency.json",), match=r"--nets"),
+        C("nets-huge", "model", "validate", "-m", "latency.json", "--nets", "100000",
+          files=("latency.json",), match=r"--nets"),
+        C("other-device", "model", "validate", "-m", "latency.json", "--nets", "2",
+          files=("latency.json",), match=r"speaks for cpu-synthetic-2c.*fit one here"),
+        C("png-folder", "model", "validate", "-m", "latency.json", "--png", "dir.png",
+          files=("latency.json", "dir.png"), match=r"dir\.png"),
+        C("results-onnx", "model", "validate", "-m", "latency.json", "--results",
+          "lenet_1c1f.onnx", files=("latency.json", "onnx"), match=r"\.onnx|JSON-lines|speaks"),
+        C("no-measure-nothing", "model", "validate", "-m", "latency.json", "--no-measure",
+          "--results", "none.jsonl", files=("latency.json",), match=r"no held-out records"),
+        C("old-schema", "model", "validate", "-m", "old_model.json", files=("old_model.json",),
+          match=r"not a latency model of this version.*model fit"),
+    ]),
+    ("predict", [
+        C("bad-name", "predict", "lenet3c1f", "-m", "latency.json", files=("latency.json",),
+          match=r"not a network name.*lenet_3c1f"),
+        C("batch-0", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "0",
+          files=("latency.json",), match=r"--batch"),
+        C("batch-text", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "x",
+          files=("latency.json",), match=r"--batch"),
+        C("form-bad", "predict", "lenet_1c1f", "-m", "latency.json", "--form", "tree",
+          files=("latency.json",), match=r"--form"),
+        C("model-missing", "predict", "lenet_1c1f", "-m", "none.json",
+          match=r"no latency model.*model fit"),
+        C("model-folder", "predict", "lenet_1c1f", "-m", "dir.json", files=("dir.json",),
+          match=r"is a folder"),
+        C("model-junk", "predict", "lenet_1c1f", "-m", "junk.json", files=("junk.json",),
+          match=r"not a readable latency model"),
+        C("model-is-records", "predict", "lenet_1c1f", "-m", RESULTS,
+          match=r"not a (readable )?latency model"),
+        C("no-net", "predict", "-m", "latency.json", files=("latency.json",), code=2,
+          match=r"NETS|argument"),
+    ]),
+    ("select", [
+        C("no-budget", "select", "-m", "latency.json", files=("latency.json",),
+          match=r"give a budget"),
+        C("both-budgets", "select", "-m", "latency.json", "--tiles-per-ms", "5", "--budget-ms",
+          "33", "--tiles-per-frame", "374", files=("latency.json",), match=r"not both"),
+        C("budget-negative", "select", "-m", "latency.json", "--budget-ms", "-1",
+          "--tiles-per-frame", "374", files=("latency.json",), match=r"--budget-ms"),
+        C("budget-nan", "select", "-m", "latency.json", "--tiles-per-ms", "nan",
+          files=("latency.json",), match=r"--tiles-per-ms"),
+        C("frame-0", "select", "-m", "latency.json", "--budget-ms", "33", "--tiles-per-frame",
+          "0", files=("latency.json",), match=r"--tiles-per-frame"),
+        C("accuracy-percent", "select", "-m", "latency.json", "--tiles-per-ms", "1",
+          "--min-accuracy", "98", files=("latency.json",), match=r"--min-accuracy .*fraction"),
+        C("impossible", "select", "-m", "latency.json", "--tiles-per-ms", "1e9",
+          files=("latency.json",), match=r"no candidate meets .*the fastest"),
+        C("grid-batch", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--grid",
+          "batch=16", files=("latency.json",), match=r"network fields only"),
+        C("grid-huge", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--grid",
+          "depth=1..100000;neurons=1..100000", files=("latency.json",), match=r"beyond"),
+        C("train-top-50", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--train-top",
+          "50", files=("latency.json",), match=r"--train-top"),
+        C("train-top-foreign", "select", "-m", "latency.json", "--tiles-per-ms", "1",
+          "--train-top", "1", files=("latency.json",), match=r"speaks for cpu-synthetic-2c"),
+        C("epochs-0", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--train-top", "1",
+          "--epochs", "0", files=("latency.json",), match=r"--epochs"),
+        C("models-file", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--models",
+          "notes.txt", files=("latency.json", "notes.txt"), match=r"--models"),
+        C("records-missing", "select", "-m", "latency.json", "--tiles-per-ms", "1",
+          "--records", "none.jsonl", files=("latency.json",), match=r"none\.jsonl"),
     ]),
     ("backends", [
         C("extra-argument", "backends", "extra", code=2, match=r"extra|argument"),

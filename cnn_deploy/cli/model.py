@@ -214,11 +214,15 @@ def select(
     default = Path("results/sweep.jsonl")
     files = records if records else ([default] if default.is_file() else [])
     model = _load(latency_model)
+    from cnn_deploy import jobs
+
     with _progress() as bar:
-        selection = lib.choose(model, budget, files, min_accuracy=min_accuracy, extra=extra,
-                               models=models, train_top=train_top, epochs=epochs, results=results,
-                               data=data, on_progress=_on_progress(bar, bar.add_task(
-                                   "train and measure", total=None)))
+        outcome = jobs.select_network(model, budget, files, min_accuracy=min_accuracy,
+                                      extra=extra, models=models, train_top=train_top,
+                                      epochs=epochs, results=results, data=data,
+                                      on_progress=_on_progress(bar, bar.add_task(
+                                          "train and measure", total=None)))
+    selection = outcome.selection
     if json_out:
         render.print_json(lib.summary(selection))
     else:
@@ -228,6 +232,11 @@ def select(
                              soft_wrap=True)
     for line in selection.notes:
         render.note(line)
+    if outcome.exported is not None:
+        parity = outcome.exported.parity
+        render.note(f"exported the pick to {outcome.exported.path}"
+                    + (f" (top-1 agreement with PyTorch {parity.top1_agreement:.2%})" if parity
+                       else "") + ": ready for `cnndeploy build` or `stream`")
     if selection.pick is None:
         render.warn(selection.why)
 
