@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from cnn_deploy.errors import CnnDeployError
 
@@ -158,3 +159,20 @@ def process_alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True
     return True
+
+
+def write_figure(fig: Any, path: Path, what: str = "the figure",
+                 error: type[CnnDeployError] = CnnDeployError) -> Path:
+    """A matplotlib figure as a PNG, written whole or not at all (``write_atomic``); the figure
+    is closed either way."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    png = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(png, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return write_atomic(path, png.getvalue(), what, error)

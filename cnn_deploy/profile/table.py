@@ -132,13 +132,7 @@ def plot_stacked(rows: Sequence[dict[str, Any]], path: Path, *, x: str = "net",
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    import io
-
     from cnn_deploy.errors import BenchError
-    from cnn_deploy.files import write_atomic
+    from cnn_deploy.files import write_figure
 
-    png = io.BytesIO()
-    fig.savefig(png, dpi=100, format="png")
-    plt.close(fig)
-    return write_atomic(path, png.getvalue(), "the chart", BenchError)  # whole or not at all
+    return write_figure(fig, path, "the chart", BenchError)

@@ -187,11 +187,9 @@ def plot(validation: Validation, path: Path, title: str) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="measured tiles/ms", ylabel="predicted tiles/ms",
            title=title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from cnn_deploy.files import write_figure
+
+    return write_figure(fig, path, "the validation plot", PredictError)
 
 
 def validate(model: LatencyModel, results: Path, nets: int = 40, seed: int = 1,

@@ -110,8 +110,6 @@ def pareto_plot(rows: Rows, path: Path) -> Path | None:
     ax.set(xlabel=f"tiles/ms at batch {batch}", ylabel="test accuracy", xscale="log",
            title=f"Accuracy vs tiles/ms (batch {batch})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from cnn_deploy.files import write_figure
+
+    return write_figure(fig, path, "the Pareto plot", PredictError)

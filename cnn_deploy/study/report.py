@@ -172,16 +172,10 @@ def plot(fig: Figure, path: Path) -> Path:
     ax.set_ylabel("tiles/ms" if fig.y == "tiles_per_ms" else fig.y)
     ax.set_title(fig.title, fontsize=10)
     ax.legend(fontsize=7)
-    figure.tight_layout()
-    import io
-
     from cnn_deploy.errors import ResultsError
-    from cnn_deploy.files import write_atomic
+    from cnn_deploy.files import write_figure
 
-    png = io.BytesIO()
-    figure.savefig(png, dpi=100, format="png")
-    plt.close(figure)
-    write_atomic(path, png.getvalue(), "a figure", ResultsError)  # whole or not at all
+    write_figure(figure, path, "a figure", ResultsError)
     fig.path = path
     return path
 
