@@ -169,7 +169,27 @@ def _latency_model(folder: Path, fx: Fixtures) -> None:
     modelfiles.save(perfmodel.fit(perfmodel.points(rows, source), source), folder / "latency.json")
 
 
+def _edited_model(name: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[Path, Fixtures], None]:
+    """The synthetic latency model, hand-edited by ``edit`` (written with NaN/Infinity allowed,
+    as a careless editor or another tool would)."""
+    def make(folder: Path, fx: Fixtures) -> None:
+        _latency_model(folder, fx)
+        data = json.loads((folder / "latency.json").read_text())
+        edit(data)
+        (folder / "latency.json").unlink()
+        (folder / name).write_text(json.dumps(data))
+    return make
+
+
 MAKERS: dict[str, Callable[[Path, Fixtures], None]] = {
+    "inf_interval.json": _edited_model("inf_interval.json",
+                                       lambda d: d["interval"].update(additive=float("inf"))),
+    "nan_coef.json": _edited_model("nan_coef.json",
+                                   lambda d: d["coef"]["additive"].__setitem__(0, float("nan"))),
+    "reversed_range.json": _edited_model("reversed_range.json",
+                                         lambda d: d["ranges"].update(batch=[4096, 16])),
+    "odd_range.json": _edited_model("odd_range.json", lambda d: d["ranges"].update(colour=[1, 2])),
+    "nested.json": _write("nested.json", "[" * 100_000),
     "synth.jsonl": _synthetic("synth.jsonl", passes=1),
     "mixed.jsonl": _synthetic("mixed.jsonl", passes=1, backend="openvino", label="openvino x"),
     "latency.json": _latency_model,
@@ -496,6 +516,8 @@ CASES: list[tuple[str, list[Case]]] = [
           files=("synth.jsonl", "latency.json"), match=r"exists.*--force"),
         C("out-results", "model", "fit", "synth.jsonl", "-o", RESULTS, files=("synth.jsonl",),
           match=r"\.json"),
+        C("out-is-input-forced", "model", "fit", "latency.json", "-o", "latency.json", "--force",
+          files=("latency.json",), match=r"is the input"),
     ]),
     ("model adapt", [
         C("same-source", "model", "adapt", "synth.jsonl", "-m", "latency.json", "-o", "a.json",
@@ -508,6 +530,8 @@ CASES: list[tuple[str, list[Case]]] = [
           files=("mixed.jsonl",), match=r"no latency model at none\.json.*model fit"),
         C("model-junk", "model", "adapt", "mixed.jsonl", "-m", "junk.json", "-o", "a.json",
           files=("mixed.jsonl", "junk.json"), match=r"not a readable latency model"),
+        C("out-is-source-forced", "model", "adapt", "mixed.jsonl", "-m", "latency.json", "-o",
+          "latency.json", "--force", files=("mixed.jsonl", "latency.json"), match=r"is the input"),
     ]),
     ("model validate", [
         C("nets-0", "model", "validate", "-m", "latency.json", "--nets", "0",
@@ -524,6 +548,13 @@ CASES: list[tuple[str, list[Case]]] = [
           "--results", "none.jsonl", files=("latency.json",), match=r"no held-out records"),
         C("old-schema", "model", "validate", "-m", "old_model.json", files=("old_model.json",),
           match=r"not a latency model of this version.*model fit"),
+        C("results-is-model", "model", "validate", "-m", "latency.json", "--results",
+          "latency.json", "--nets", "1", files=("latency.json",), match=r"is the latency model"),
+        C("results-other-json", "model", "validate", "-m", "latency.json", "--results",
+          "old_model.json", "--nets", "1", files=("latency.json", "old_model.json"),
+          match=r"not a JSON-lines|speaks for"),
+        C("png-is-results", "model", "validate", "-m", "latency.json", "--results", "h.png",
+          "--png", "h.png", files=("latency.json",), match=r"is the input|JSON-lines|speaks for"),
     ]),
     ("predict", [
         C("bad-name", "predict", "lenet3c1f", "-m", "latency.json", files=("latency.json",),
@@ -544,6 +575,18 @@ CASES: list[tuple[str, list[Case]]] = [
           match=r"not a (readable )?latency model"),
         C("no-net", "predict", "-m", "latency.json", files=("latency.json",), code=2,
           match=r"NETS|argument"),
+        C("batch-huge", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "1000000000",
+          files=("latency.json",), match=r"--batch must be within"),
+        C("interval-inf", "predict", "lenet_1c1f", "-m", "inf_interval.json",
+          files=("inf_interval.json",), match=r"is damaged .*interval.*model fit"),
+        C("coef-nan", "predict", "lenet_1c1f", "-m", "nan_coef.json", files=("nan_coef.json",),
+          match=r"is damaged .*coefficients"),
+        C("range-reversed", "predict", "lenet_1c1f", "-m", "reversed_range.json",
+          files=("reversed_range.json",), match=r"is damaged .*lo <= hi"),
+        C("range-unknown", "predict", "lenet_1c1f", "-m", "odd_range.json",
+          files=("odd_range.json",), match=r"is damaged"),
+        C("model-nested", "predict", "lenet_1c1f", "-m", "nested.json", files=("nested.json",),
+          match=r"not a readable latency model"),
     ]),
     ("select", [
         C("no-budget", "select", "-m", "latency.json", files=("latency.json",),
@@ -574,6 +617,10 @@ CASES: list[tuple[str, list[Case]]] = [
           "notes.txt", files=("latency.json", "notes.txt"), match=r"--models"),
         C("records-missing", "select", "-m", "latency.json", "--tiles-per-ms", "1",
           "--records", "none.jsonl", files=("latency.json",), match=r"none\.jsonl"),
+        C("grid-empty", "select", "-m", "latency.json", "--tiles-per-ms", "1", "--grid", "",
+          files=("latency.json",), match=r"--grid"),
+        C("train-top-data-missing", "select", "-m", "latency.json", "--tiles-per-ms", "1",
+          "--train-top", "1", "--data", "/nonexistent", files=("latency.json",), match=r"--data"),
     ]),
     ("backends", [
         C("extra-argument", "backends", "extra", code=2, match=r"extra|argument"),

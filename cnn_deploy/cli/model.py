@@ -20,33 +20,44 @@ _Model = Annotated[Path | None, typer.Option("--latency-model", "-m", help=_MODE
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _model_path(path: Path | None) -> Path:
+    from cnn_deploy.device import device_record, device_slug
+    from cnn_deploy.study import modelfiles
+
+    return path or modelfiles.default_path(device_slug(device_record()))
+
+
 def _load(path: Path | None) -> LatencyModel:
     """The model at ``path`` or this device's; a model of another device is used (predicting
     for a device you are not on is legitimate) with a warning."""
     from cnn_deploy.device import device_record, device_slug
     from cnn_deploy.study import modelfiles
 
+    model = modelfiles.load(_model_path(path))
     here = device_slug(device_record())
-    model = modelfiles.load(path or modelfiles.default_path(here))
     if model.source.device != here:
         render.warn(f"the model speaks for {model.source.device}; this machine is {here}")
     return model
 
 
-def _new_model_path(path: Path, force: bool) -> None:
+def _new_model_path(path: Path, force: bool, keep: list[Path]) -> None:
+    """Refuse, before any work, an output that is a folder, not .json, one of the inputs
+    (even with --force), or an existing file without --force."""
     from cnn_deploy.errors import PredictError
     from cnn_deploy.files import check_output
 
-    check_output(path, ".json", "the latency model", PredictError)
+    check_output(path, ".json", "the latency model", PredictError, keep=keep)
     if path.exists() and not force:
         raise PredictError(f"{path} exists: give another -o, or --force to replace it")
 
 
 def _progress() -> Any:
+    """A progress bar on a terminal; nothing at all (not even a blank line) when piped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=render.err, transient=True)
+                    TimeRemainingColumn(), console=render.err, transient=True,
+                    disable=not render.err.is_terminal)
 
 
 def _on_progress(bar: Any, task: Any) -> Any:
@@ -73,10 +84,10 @@ def fit(
     from cnn_deploy.study import modelfiles
 
     if out is not None:
-        _new_model_path(out, force)
+        _new_model_path(out, force, files)
     model, skipped = modelfiles.fit_files(files, backend, device)
     path = out or modelfiles.default_path(model.source.device)
-    _new_model_path(path, force)
+    _new_model_path(path, force, files)
     modelfiles.save(model, path)
     for line in skipped:
         render.warn(f"skipped {line}")
@@ -103,7 +114,7 @@ def adapt(
     """Carry a model to another device or backend from at most 10 of its measurements."""
     from cnn_deploy.study import modelfiles
 
-    _new_model_path(out, force)
+    _new_model_path(out, force, [*files, _model_path(latency_model)])
     model, skipped = modelfiles.adapt_files(_load(latency_model), files, backend, device, points)
     modelfiles.save(model, out)
     for line in skipped:
@@ -130,15 +141,21 @@ def validate(
     json_out: _Json = False,
 ) -> None:
     """Predict held-out networks the fit never saw, measure them fresh, and compare."""
+    from cnn_deploy.data import check_source
     from cnn_deploy.errors import PredictError
     from cnn_deploy.files import check_output
     from cnn_deploy.results.store import check_writable
     from cnn_deploy.study import heldout
 
     model = _load(latency_model)
+    source = _model_path(latency_model)
+    if results.exists() and source.exists() and results.resolve() == source.resolve():
+        raise PredictError(f"--results {results} is the latency model: give a .jsonl file for "
+                           "the held-out measurements")
     png = check_output(png or results.with_name(results.stem + "_validation.png"), ".png",
-                       "--png", PredictError)
+                       "--png", PredictError, keep=[results, source])
     if measure:
+        check_source(data)  # a --data that is not there is an error, not noise input
         check_writable(results)
     with _progress() as bar:
         outcome = heldout.validate(model, results, nets, seed,
@@ -207,10 +224,13 @@ def select(
     json_out: _Json = False,
 ) -> None:
     """The network that fits a time budget: the Pareto front of accuracy vs tiles/ms and the pick."""
+    from cnn_deploy.data import check_source
     from cnn_deploy.study import select as lib
 
     budget = lib.Budget(budget_ms, tiles_per_frame, tiles_per_ms, batch)
-    extra = lib.grid_specs(grid) if grid else []
+    extra = lib.grid_specs(grid) if grid is not None else []
+    if train_top:
+        check_source(data)
     default = Path("results/sweep.jsonl")
     files = records if records else ([default] if default.is_file() else [])
     model = _load(latency_model)

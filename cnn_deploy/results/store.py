@@ -102,7 +102,17 @@ def _looks_like_jsonl(path: Path) -> bool:
         if exc.start < len(head) - 4:
             return False
         text = head[:exc.start].decode("utf-8")
-    return text.lstrip().startswith("{")
+    if not text.lstrip().startswith("{"):
+        return False
+    with path.open("rb") as fh:  # a JSON document that is not lines (an indented model file)
+        first = fh.readline(64 << 20)
+    if not first.endswith(b"\n"):
+        return True  # one line, cut by a crash mid-write: appending starts a clean line
+    try:
+        record = json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and "schema" in record
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -128,7 +138,7 @@ def read(path: Path) -> ReadResult:
                 continue
             try:
                 record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 skipped.append(f"{path}:{number}: not a complete JSON record (cut by a crash?)")
                 continue
             if not isinstance(record, dict) or type(record.get("schema")) is not int:

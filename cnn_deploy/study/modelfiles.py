@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,22 @@ HELD_OUT = "heldout"  # the sweep group `model validate` records its cells under
 
 
 def default_path(device: str) -> Path:
-    """Where `model fit` writes, and predict and select look, for this device's model."""
-    return Path("models") / f"latency_{device}.json"
+    """Where `model fit` writes, and predict and select look, for this device's model (the
+    slug comes from records, which may be hand-edited: only [A-Za-z0-9._-], no '..')."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", device).replace("..", "-").strip("-.") or "device"
+    return Path("models") / f"latency_{safe[:100]}.json"
 
 
 def save(model: LatencyModel, path: Path) -> Path:
     from cnn_deploy.files import check_output, write_atomic
 
     check_output(path, ".json", "the latency model", PredictError)
-    return write_atomic(path, json.dumps(model.to_dict(), indent=1, allow_nan=False) + "\n",
-                        "the latency model", PredictError)
+    try:
+        text = json.dumps(model.to_dict(), indent=1, allow_nan=False)
+    except ValueError:
+        raise PredictError(f"the model for {path} holds a figure that is not a number (NaN or "
+                           "infinite): check the records it was fitted on") from None
+    return write_atomic(path, text + "\n", "the latency model", PredictError)
 
 
 def load(path: Path) -> LatencyModel:
@@ -46,7 +54,7 @@ def load(path: Path) -> LatencyModel:
                            f"results/sweep.jsonl -o {path}`")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PredictError(f"{path} is not a readable latency model ({type(exc).__name__}): fit "
                            "it again with `cnndeploy model fit`") from None
     return LatencyModel.from_dict(data, str(path))
@@ -60,7 +68,8 @@ def fittable(rows: Rows) -> Rows:
 def setting(rows: Rows, source: Source) -> tuple[dict[str, str], dict[str, Any]]:
     """The backend package version and options the rows of ``source`` ran with."""
     for r in sources(rows).get(source, []):
-        options = {k: v for k, v in (r.get("backend_options") or {}).items() if v is not None}
+        options = {k: v for k, v in (r.get("backend_options") or {}).items()
+                   if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
         version = r.get("backend_version")
         return ({source.backend_name: str(version)} if version else {}), options
     return {}, {}

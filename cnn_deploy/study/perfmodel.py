@@ -34,6 +34,8 @@ SCHEMA = "cnn_deploy.latency_model/1"
 FORMS = ("additive", "thesis")
 MIN_NETS = 4  # distinct networks a fit needs
 MIN_POINTS = 8  # (net, batch) cells a fit needs
+MAX_FIGURE = 1e7  # tiles/ms: far above any device (an H200 peaks near 1e5 for lenet_1c0f)
+MAX_BATCH = 1 << 20  # the largest batch a record or a prediction may speak of
 OUTSIDE_FLOOR = math.log(1.2)  # outside the fitted range, the interval is at least 20 % wider
 WORST_RATIO = 1000.0  # a left-out prediction of no time at all counts as this far off
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
@@ -77,10 +79,12 @@ def sources(rows: Rows) -> dict[Source, list[dict[str, Any]]]:
     """Bench rows of named networks, by (device, backend setting, precision)."""
     out: dict[Source, list[dict[str, Any]]] = {}
     for r in rows:
-        figure = r.get("tiles_per_ms")
-        if r.get("kind") != "bench" or not isinstance(figure, (int, float)) or not figure > 0 \
-                or not isinstance(r.get("batch"), int) or not isinstance(r.get("net"), str):
-            continue
+        figure, batch = r.get("tiles_per_ms"), r.get("batch")
+        if r.get("kind") != "bench" or isinstance(figure, bool) \
+                or not isinstance(figure, (int, float)) or not 0 < figure < MAX_FIGURE \
+                or isinstance(batch, bool) or not isinstance(batch, int) \
+                or not 1 <= batch <= MAX_BATCH or not isinstance(r.get("net"), str):
+            continue  # not a measurement a model can take (hand-edited, damaged, absurd)
         key = Source(str(r.get("device")), str(r.get("backend")), str(r.get("backend_name")),
                      str(r.get("precision") or "fp32"))
         out.setdefault(key, []).append(r)
@@ -180,8 +184,12 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     a = x / y[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
-    found = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, np.inf), method="bvls")
-    if not np.all(np.isfinite(found.x)):
+    try:
+        with np.errstate(all="ignore"):
+            found = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, np.inf), method="bvls")
+    except (np.linalg.LinAlgError, ValueError):
+        found = None
+    if found is None or not np.all(np.isfinite(found.x)):
         raise PredictError("the least-squares fit did not converge on these records: check them "
                            "for zero or absurd figures, or measure more cells")
     return np.asarray(found.x / scale)
@@ -223,8 +231,8 @@ class LatencyModel:
     def predict(self, spec: NetSpec, batch: int, form: str = "additive") -> Prediction:
         if form not in FORMS:
             raise PredictError(f"--form takes one of {', '.join(FORMS)}, got '{form}'")
-        if batch < 1:
-            raise PredictError(f"batch must be at least 1, got {batch}")
+        if isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+            raise PredictError(f"--batch must be within 1..{MAX_BATCH}, got {batch}")
         value = float(_design(form, [(spec, batch)])[0] @ np.array(self.coef[form]))
         if not (value > 0 and math.isfinite(value)):
             raise PredictError(f"the {form} model gives {spec.name} no time at batch {batch} "
@@ -242,6 +250,20 @@ class LatencyModel:
         values = {**{f: getattr(spec, f) for f in RANGE_FIELDS if f != "batch"}, "batch": batch}
         return [f"{f} {values[f]} (fitted {lo}..{hi})" for f, (lo, hi) in self.ranges.items()
                 if not lo <= values[f] <= hi]
+
+    def _problem(self) -> str | None:
+        """What makes a loaded model unusable (a hand edit, a damaged file), or None."""
+        for form in FORMS:
+            coef = self.coef[form]
+            if not all(math.isfinite(c) and c >= 0 for c in coef) or not any(c > 0 for c in coef):
+                return f"{form} coefficients must be finite, non-negative and not all zero"
+            if not 0 <= self.interval[form] <= 2 * math.log(WORST_RATIO):
+                return f"{form} interval {self.interval[form]} is outside 0..{2 * math.log(WORST_RATIO):.1f}"
+        if set(self.ranges) != set(RANGE_FIELDS) or any(lo > hi for lo, hi in self.ranges.values()):
+            return f"ranges must give lo <= hi for each of {', '.join(RANGE_FIELDS)}"
+        if not all(0 < t < MAX_FIGURE and 1 <= b <= MAX_BATCH for _, b, t in self.training):
+            return "a training figure or batch is out of range"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "source": vars(self.source), "coef": self.coef,
@@ -263,9 +285,13 @@ class LatencyModel:
                         [(str(n), int(b), float(t)) for n, b, t in d["training"]],
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
                         d.get("adapted_from"), [str(n) for n in d.get("nets") or []])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise PredictError(f"{where} is damaged ({type(exc).__name__}: {exc}): fit it again "
-                                "with `cnndeploy model fit`") from None
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            raise PredictError(f"{where} is damaged ({type(exc).__name__}: {str(exc)[:100]}): fit it "
+                               "again with `cnndeploy model fit`") from None
+        problem = model._problem()
+        if problem:
+            raise PredictError(f"{where} is damaged ({problem}): fit it again with `cnndeploy "
+                               "model fit`")
         lengths = {"additive": len(ADDITIVE_TERMS), "thesis": len(THESIS_TERMS)}
         if any(len(model.coef[f]) != n for f, n in lengths.items()):
             raise PredictError(f"{where} has the wrong number of coefficients: fit it again with "

@@ -5,6 +5,7 @@ pick: the most accurate network that meets the budget even at its interval's slo
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def accuracies(rows: Rows, checkpoints: dict[str, float] | None = None) -> dict[
     out: dict[str, float] = {}
     for r in rows:
         acc = r.get("test_accuracy")
-        if isinstance(acc, float) and isinstance(r.get("net"), str):
+        if isinstance(acc, float) and 0.0 <= acc <= 1.0 and isinstance(r.get("net"), str):
             out[r["net"]] = max(acc, out.get(r["net"], 0.0))
     for name, acc in (checkpoints or {}).items():
         out[name] = max(acc, out.get(name, 0.0))
@@ -260,7 +261,7 @@ def checkpoint_accuracies(models: Path, specs: Sequence[NetSpec], notes: list[st
                 notes.append(f"no accuracy from {path}: {exc}")
             continue
         acc = checkpoint.get("metrics", {}).get("test_accuracy")
-        if isinstance(acc, float):
+        if isinstance(acc, float) and 0.0 <= acc <= 1.0:
             out[spec.name] = acc
     return out
 
@@ -289,21 +290,27 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
         check_writable(results)
 
     def rows_now() -> Rows:
-        files = list(dict.fromkeys([*records, *([results] if results.is_file()
-                                                 and results.stat().st_size else [])]))
-        return tidy(load(files)[0]) if files else []
+        given = [*records, *([results] if results.is_file() and results.stat().st_size else [])]
+        files = list({p.resolve(): p for p in given}.values())  # one file named twice: once
+        unique = {json.dumps(r, sort_keys=True): r for r in load(files)[0]} if files else {}
+        return tidy(list(unique.values()))  # a copied file's records count once
 
     rows = rows_now()
     selection = rank(model, specs, budget, rows,
                      accuracies(rows, checkpoint_accuracies(models, specs, notes)), min_accuracy,
                      floor_is_final=not train_top)
-    selection.notes += notes
     if not train_top:
+        selection.notes += notes
         return selection
-    todo = to_train(selection, train_top)
+    eligible = to_train(selection, len(specs))
+    todo = [c for c in eligible if not (models / f"{c.spec.name}.pt").exists()][:train_top]
+    last = eligible.index(todo[-1]) if todo else len(eligible) - 1
+    notes += [f"not training {c.spec.name}: {models / (c.spec.name + '.pt')} exists (a checkpoint "
+              "is never overwritten); move it away to let --train-top train it"
+              for c in eligible[:last + 1] if c not in todo]
     if not todo:
-        selection.notes.append("--train-top: every candidate that meets the budget already has "
-                               "an accuracy")
+        selection.notes += [*notes, "--train-top: no candidate of unknown accuracy that meets the "
+                            "budget is left to train"]
         return selection
     setting = tuple(sorted(model.options.items()))
     cells = [SweepCell(c.spec, c.batch, model.source.backend_name, "fp32", setting) for c in todo]
@@ -312,10 +319,9 @@ def choose(model: LatencyModel, budget: Budget, records: Sequence[Path], *,
     rows = rows_now()
     again = rank(model, specs, budget, rows,
                  accuracies(rows, checkpoint_accuracies(models, specs)), min_accuracy)
-    again.notes.append(f"trained and measured {', '.join(c.spec.name for c in todo)} "
-                       f"({epochs} epochs each) into {results}")
+    again.notes += [*notes, f"trained and measured {', '.join(c.spec.name for c in todo)} "
+                            f"({epochs} epochs each) into {results}"]
     return again
-
 
 
 def grid_specs(text: str) -> list[NetSpec]:
