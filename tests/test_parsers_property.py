@@ -51,7 +51,10 @@ def test_net_names(name: str) -> None:
 def test_spec_dicts(data: dict) -> None:  # type: ignore[type-arg]
     from cnn_deploy.arch import NetSpec
 
-    never_else(NetSpec.from_dict, data)
+    spec = never_else(NetSpec.from_dict, data)
+    if spec is not None:  # what it accepts is a buildable spec that round-trips by name
+        assert NetSpec.from_name(spec.name) == spec
+        assert spec.conv_layers >= 1 and spec.depth >= 1 and spec.fc_layers >= 0
 
 
 # -- grids -----------------------------------------------------------------------------------
@@ -109,7 +112,12 @@ OPTION = st.one_of(st.text(max_size=30), st.builds(
 def test_backend_options(items: list[str]) -> None:
     from cnn_deploy.backends import registry
 
-    never_else(registry.parse_options, items)
+    got = never_else(registry.parse_options, items)
+    if got is not None:  # only registered backends, each key one of its schema's options
+        for backend, options in got.items():
+            entry = registry.get(backend)
+            assert entry.name == backend
+            assert set(options) <= {o.key for o in entry.options}
 
 
 # -- IDX headers -------------------------------------------------------------------------------
@@ -126,7 +134,11 @@ def test_idx_headers(raw: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "file-idx"
         path.write_bytes(raw)
-        never_else(read_idx, path)
+        array = never_else(read_idx, path)
+        if array is not None:  # accepted: exactly the shape its header declares
+            ndim = raw[3]
+            dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+            assert array.shape == dims
 
 
 # -- JSONL lines ---------------------------------------------------------------------------
