@@ -94,25 +94,23 @@ def _missing(folder: Path) -> list[str]:
     return [stem for stem in MNIST_FILES.values() if _locate(folder, stem) is None]
 
 
+def _asked_for(folder: Path, named: str, or_else: str) -> Path:
+    """A folder the user named (flag or variable): it must hold the four files."""
+    if not folder.is_dir():
+        raise DataError(f"{named} is not a folder; {_FIX}{or_else}")
+    missing = _missing(folder)
+    if missing:
+        raise DataError(f"{named} lacks {', '.join(missing)}; {_FIX}")
+    return folder
+
+
 def find_mnist(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The first folder from :func:`search_paths` holding all four MNIST files."""
     if explicit is not None:
-        folder = Path(explicit)
-        if not folder.is_dir():
-            raise DataError(f"--data {folder} is not a folder; {_FIX}")
-        missing = _missing(folder)
-        if missing:
-            raise DataError(f"--data {folder} lacks {', '.join(missing)}; {_FIX}")
-        return folder
+        return _asked_for(Path(explicit), f"--data {Path(explicit)}", "")
     env = os.environ.get(ENV_VAR)
     if env:  # set on purpose: a wrong value is an error, not a silent fall-back elsewhere
-        folder = Path(env)
-        if not folder.is_dir():
-            raise DataError(f"${ENV_VAR}={env} is not a folder; {_FIX} (or unset ${ENV_VAR})")
-        missing = _missing(folder)
-        if missing:
-            raise DataError(f"${ENV_VAR}={env} lacks {', '.join(missing)}; {_FIX}")
-        return folder
+        return _asked_for(Path(env), f"${ENV_VAR}={env}", f" (or unset ${ENV_VAR})")
     looked: list[str] = []
     for folder in search_paths():
         if folder.is_dir() and not _missing(folder):

@@ -139,3 +139,14 @@ def test_validate_measures_held_out_nets_for_real(tmp_path: Path) -> None:
     again = json.loads(cli("model", "validate", "-m", tmp_path / "m.json", "--nets", "2", "--results",
                            tmp_path / "held.jsonl", "--json").stdout)  # resumes: nothing re-measured
     assert again["summary"] == data["summary"]
+
+
+def test_a_model_fitted_with_another_backend_version_is_used_with_a_warning(tmp_path: Path) -> None:
+    records = sweep_records(passes=1)
+    for r in records:
+        r["versions"] = {"onnxruntime": "0.0.1"}
+    cli("model", "fit", write(tmp_path / "old.jsonl", records), "-o", tmp_path / "old.json")
+    result = cli("predict", "lenet_1c1f", "-m", tmp_path / "old.json")
+    import onnxruntime
+
+    assert f"fitted with onnxruntime 0.0.1; this machine has {onnxruntime.__version__}" in result.stderr

@@ -20,23 +20,32 @@ _Model = Annotated[Path | None, typer.Option("--latency-model", "-m", help=_MODE
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _model_path(path: Path | None) -> Path:
+def _this_device() -> str:
     from cnn_deploy.device import device_record, device_slug
+
+    return device_slug(device_record())
+
+
+def _model_path(path: Path | None, here: str | None = None) -> Path:
     from cnn_deploy.study import modelfiles
 
-    return path or modelfiles.default_path(device_slug(device_record()))
+    return path or modelfiles.default_path(here or _this_device())
 
 
 def _load(path: Path | None) -> LatencyModel:
-    """The model at ``path`` or this device's; a model of another device is used (predicting
-    for a device you are not on is legitimate) with a warning."""
-    from cnn_deploy.device import device_record, device_slug
+    """The model at ``path`` or this device's; a model of another device, or fitted with
+    another version of its backend, is used (predicting for a device you are not on is
+    legitimate) with a warning."""
+    from cnn_deploy.device import library_versions
     from cnn_deploy.study import modelfiles
+    from cnn_deploy.study.perfmodel import check_version
 
-    model = modelfiles.load(_model_path(path))
-    here = device_slug(device_record())
+    here = _this_device()
+    model = modelfiles.load(_model_path(path, here))
     if model.source.device != here:
         render.warn(f"the model speaks for {model.source.device}; this machine is {here}")
+    for line in check_version(model, library_versions([model.source.backend_name])):
+        render.warn(line)
     return model
 
 
