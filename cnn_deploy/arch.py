@@ -78,10 +78,12 @@ class NetSpec:
                 )
         if side // self.pool < 1:
             raise SpecError(f"a {self.pool}x{self.pool} pool does not fit a {side}x{side} map")
-        if self.parameters > MAX_PARAMETERS:  # checked here, before any allocation tries it
-            raise SpecError(f"{self.name} has {self.parameters:.3g} parameters "
-                            f"({self.parameters * 4 / 2**30:.3g} GiB in fp32), beyond "
-                            f"{MAX_PARAMETERS:.0e}: use a smaller depth (_d) or neurons (_n)")
+        params = self.parameters
+        if params > MAX_PARAMETERS:  # checked here, before any allocation tries it
+            size = f"{params:.3g} parameters ({params * 4 / 2**30:.3g} GiB in fp32)" \
+                if params < 10**300 else "more than 1e300 parameters"  # a float cannot hold it
+            raise SpecError(f"{self.name[:80]} has {size}, beyond {MAX_PARAMETERS:.0e}: use a "
+                            "smaller depth (_d), neurons (_n) or padding (_p)")
 
     # -- names -----------------------------------------------------------------
     @property
