@@ -14,7 +14,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -407,7 +407,6 @@ def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Pat
     timing cache per GPU folder shared by every build, so a rerun builds nothing."""
     from cnn_deploy.arch import NetSpec
     from cnn_deploy.export import export_spec
-    from cnn_deploy.files import file_sha256
 
     _check_precision(precision)
     spec = NetSpec.from_name(spec_name)
@@ -427,13 +426,42 @@ def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Pat
             onnx.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(made), onnx)
     plan = engine_path(onnx, precision, folder.name, root)
-    sidecar = read_sidecar(plan) if plan.is_file() else None
-    if (sidecar is not None and sidecar.tensorrt_version == str(trt.__version__)
-            and sidecar.gpu_name == gpu_name and tuple(sidecar.compute_capability) == tuple(cc)
-            and sidecar.source_sha256 == file_sha256(onnx) and sidecar.max_batch >= max_batch
-            and sidecar.min_batch == 1 and sidecar.tf32 is False  # fp32 means TF32 off
-            and not sidecar.version_compatible):
+    if _reusable(plan, str(trt.__version__), gpu_name, cc, onnx, max_batch, None):
         return plan, False
     options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
                            max_batch=max_batch, timing_cache=folder / "timing.cache")
     return build_engine(onnx, options, plan, progress)[0], True
+
+
+def _reusable(plan: Path, trt_version: str, gpu_name: str, cc: tuple[int, int], onnx: Path,
+              max_batch: int, opt_level: int | None) -> bool:
+    """Whether ``plan`` is what a build here would make: this TensorRT and GPU, the same ONNX
+    file, a profile from 1 up to at least ``max_batch``, true fp32, the same level."""
+    sidecar = read_sidecar(plan) if plan.is_file() else None
+    return (sidecar is not None and sidecar.tensorrt_version == trt_version
+            and sidecar.gpu_name == gpu_name and tuple(sidecar.compute_capability) == tuple(cc)
+            and sidecar.source_sha256 == file_sha256(onnx) and sidecar.max_batch >= max_batch
+            and sidecar.min_batch == 1 and sidecar.tf32 is False  # fp32 means TF32 off
+            and not sidecar.version_compatible and sidecar.opt_level == opt_level)
+
+
+def engines_for_levels(onnx: Path, precision: str, max_batch: int, levels: Sequence[int], *,
+                       root: Path = Path("engines"),
+                       progress: Callable[[str], None] | None = None) -> list[tuple[int, Path]]:
+    """One engine of ``onnx`` per builder optimisation level, for `cnndeploy tune` to time:
+    ``engines/<gpu>/tune/<stem>_<precision>_O<level>.plan``, profile 1..``max_batch`` (opt at
+    the top), one timing cache per GPU folder; an engine a rerun would build again is reused."""
+    _check_precision(precision)
+    trt, (gpu_name, cc) = _builder_and_gpu()
+    folder = root / gpu_slug(gpu_name, cc)
+    out = []
+    for level in levels:
+        plan = folder / "tune" / f"{onnx.stem}_{precision}_O{level}.plan"
+        if not _reusable(plan, str(trt.__version__), gpu_name, cc, onnx, max_batch, level):
+            plan.parent.mkdir(parents=True, exist_ok=True)
+            options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
+                                   max_batch=max_batch, timing_cache=folder / "timing.cache",
+                                   opt_level=level)
+            build_engine(onnx, options, plan, progress)
+        out.append((level, plan))
+    return out

@@ -308,22 +308,75 @@ class TuneOutcome:
 
 def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 1024),
          *, processes: int = 3, timing: TimingConfig | None = None, out: Path | None = None,
-         on_cell: Callable[[Measurement], None] | None = None) -> TuneOutcome:
+         on_cell: Callable[[Measurement], None] | None = None, precision: str = "fp32",
+         progress: Callable[[str], None] | None = None) -> TuneOutcome:
     """Search each backend's tune space for ``target`` here and write the per-device tuning
-    file (``results/tuning/<device>.json`` unless ``out``)."""
+    file (``results/tuning/<device>.json`` unless ``out``). A backend with a build space
+    (TensorRT) given an ONNX file gets one ``precision`` engine per build setting, each timed
+    with its runner's defaults; given an engine, its runner's options are searched."""
     from cnn_deploy.bench import tune as tuning
     from cnn_deploy.device import device_record
 
     record = device_record()
+    named = bool(backends)
     names = registry.parse_backends(backends) if backends else [
-        b.name for b in registry.backends() if b.tune_space]
+        b.name for b in registry.backends() if b.tune_space or b.build_space]
     check_batches(target, batches)
     path = out or tuning.tuning_path(record)
     tuning.check_out(path)  # before minutes of measuring
-    choices = tuning.search(target, names, batches, timing=timing or tuning.TUNE_TIMING,
-                            processes=processes, on_cell=on_cell)
+    timing = timing or tuning.TUNE_TIMING
+    builds = [n for n in names if registry.get(n).build_space and target.engine is None
+              and target.onnx is not None and (named or _runs_here(n))]
+    choices = []
+    for name in builds:  # first (a build that cannot run fails before minutes of timing)
+        choice = _tune_builds(name, target, batches, precision, timing, processes, on_cell,
+                              progress)
+        if choice is not None:
+            choices.append(choice)
+    if [n for n in names if n not in builds]:
+        choices += tuning.search(target, [n for n in names if n not in builds], batches,
+                                 timing=timing, processes=processes, on_cell=on_cell)
     tuning.save(choices, path, net=target.name, batches=batches, device=record)
     return TuneOutcome(path, choices, target)
+
+
+def _runs_here(backend: str) -> bool:
+    from cnn_deploy.bench.targets import usable
+
+    entry = registry.get(backend)
+    return usable(entry, entry.resolve({}))[0]
+
+
+def _tune_builds(name: str, target: Target, batches: Sequence[int], precision: str,
+                 timing: TimingConfig, processes: int,
+                 on_cell: Callable[[Measurement], None] | None,
+                 progress: Callable[[str], None] | None) -> Any:
+    from dataclasses import replace
+
+    from cnn_deploy.bench import tune as tuning
+    from cnn_deploy.engine import NoBuilderError, engines_for_levels
+
+    assert target.onnx is not None
+    wanted = tuning.build_candidates(name)
+    space = registry.get(name).build_space
+    levels = [c.get("opt_level", space["opt_level"][0]) for c in wanted]
+    try:
+        plans = engines_for_levels(target.onnx, precision, max(batches), levels,
+                                   progress=progress)
+    except NoBuilderError as exc:
+        usable_here = [f"{a.backend} ({a.target})" for a in registry.probe_all() if a.usable]
+        raise NoBuilderError(f"cannot tune {name}'s build: {exc}; usable here: "
+                             f"{', '.join(usable_here) or 'none'}") from None
+    builds = [(c, replace(target, engine=plan)) for c, (_, plan) in zip(wanted, plans, strict=True)]
+    return tuning.search_builds(name, builds, batches, timing=timing, processes=processes,
+                                on_cell=on_cell)
+
+
+def tuned_build_options(backend: str, enabled: bool) -> tuple[dict[str, Any], str | None]:
+    """The build options `cnndeploy tune` kept for ``backend`` on this device, and a note."""
+    from cnn_deploy.bench.tune import build_options
+
+    return build_options(backend, tuning_file(enabled))
 
 
 def tuning_file(enabled: bool) -> Path | None:

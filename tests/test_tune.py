@@ -167,3 +167,94 @@ def test_a_torch_runner_puts_the_thread_count_back() -> None:
     with registry.runner("torch", target, {"threads": 1}):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def fake_engine_plan(by_level: dict[int, float], spread: float = 0.01) -> Any:
+    """run_plan's stand-in for TensorRT: tiles/ms by the optimisation level in the engine's
+    name (``..._O5.plan``), with ``spread`` noise, other samples in every call."""
+    calls = iter(range(1 << 30))
+
+    def run_plan(plan: Plan, processes: int = 1) -> Iterator[Measurement]:
+        assert plan.target.engine is not None and plan.target.engine.is_file()
+        level = int(plan.target.engine.stem.rsplit("_O", 1)[1])
+        for row, config in enumerate(plan.rows):
+            assert config.options == {**config.options, "cuda_graph": False}  # runner defaults
+            for batch in plan.batches:
+                ms = batch / by_level[level]
+                rng = np.random.default_rng(next(calls))
+                samples = list(rng.normal(ms, ms * spread, 50))
+                yield Measurement(row, "tensorrt", "tensorrt", config.options, "cuda", batch,
+                                  batch, samples, 2, summarise(samples, batch), [], [], "random",
+                                  1.0, 0)
+
+    return run_plan
+
+
+def test_tensorrt_build_level_is_tuned_and_build_uses_it(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given an ONNX file, tune builds one engine per optimisation level (reused by a rerun),
+    times each, keeps a level that wins beyond the intervals, and `build` then builds at it
+    unless --opt-level or --no-tune says otherwise."""
+    from test_engine import H100, FakeTrt, _relu_onnx
+
+    from cnn_deploy import engine, jobs
+    from cnn_deploy.bench import workers
+
+    fake = FakeTrt(weak_typing=True)
+    levels_built: list[int] = []
+    real_build = engine.build_engine
+
+    def counting_build(onnx: Path, options: Any, out: Any = None, progress: Any = None) -> Any:
+        levels_built.append(options.opt_level)
+        return real_build(onnx, options, out, progress)
+
+    monkeypatch.setattr(engine, "_builder_and_gpu", lambda: (fake, (H100, (9, 0))))
+    monkeypatch.setattr(engine, "build_engine", counting_build)
+    monkeypatch.setattr(workers, "run_plan", fake_engine_plan({3: 10.0, 4: 10.05, 5: 14.0}))
+    onnx = _relu_onnx(tmp_path / "models" / "lenet_1c1f.onnx", "fp32")
+    target = Target("lenet_1c1f", onnx)
+    outcome = jobs.tune(target, ["tensorrt"], [16, 256], processes=3)
+    assert levels_built == [3, 4, 5]
+    assert sorted(p.name for p in Path("engines/nvidia-h100-80gb-hbm3-sm90/tune").glob("*.plan")) \
+        == [f"lenet_1c1f_fp32_O{level}.plan" for level in (3, 4, 5)]
+    (choice,) = outcome.choices
+    assert choice.build and choice.decided and choice.options == {"opt_level": 5}
+    entry = json.loads(outcome.path.read_text())["backends"]["tensorrt"]
+    assert entry["options"] == {} and entry["build"]["options"] == {"opt_level": 5}
+    assert len(entry["build"]["tried"]) == 3
+    jobs.tune(target, ["tensorrt"], [16, 256], processes=3)
+    assert levels_built == [3, 4, 5]  # the engines of the first run are reused
+
+    result = runner.invoke(app, ["build", str(onnx), "--max-batch", "256"])
+    assert result.exit_code == 0, result.output
+    assert "tensorrt.opt_level=5" in result.stderr and fake.config.builder_optimization_level == 5
+    plan = Path("engines/nvidia-h100-80gb-hbm3-sm90/lenet_1c1f_fp32.json")
+    assert json.loads(plan.read_text())["opt_level"] == 5
+    for args, level in ((["--opt-level", "4"], 4), (["--no-tune"], 3)):
+        fake.config.builder_optimization_level = 3
+        result = runner.invoke(app, ["build", str(onnx), "--max-batch", "256", *args])
+        assert result.exit_code == 0 and "opt_level=5" not in result.stderr, result.output
+        assert fake.config.builder_optimization_level == level
+    # a level that does not beat the default beyond the intervals is not kept
+    monkeypatch.setattr(workers, "run_plan", fake_engine_plan({3: 10.0, 4: 10.05, 5: 10.02},
+                                                                   spread=0.1))
+    (choice,) = jobs.tune(target, ["tensorrt"], [16, 256], processes=3).choices
+    assert not choice.decided and choice.options == {}
+    assert tune.build_options("tensorrt", outcome.path) == ({}, None)
+
+
+def test_tuning_tensorrt_without_a_builder_says_what_runs_here(tmp_path: Path) -> None:
+    """No TensorRT builder here: named, it is a clear error before any timing; by default the
+    backends that run here are tuned and TensorRT is left out."""
+    from test_engine import _relu_onnx
+
+    onnx = _relu_onnx(tmp_path / "m.onnx", "fp32")
+    refused = runner.invoke(app, ["tune", str(onnx), "-b", "tensorrt", "--processes", "1"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert re.search(r"error: cannot tune tensorrt's build: .*usable here: ", refused.stderr)
+    from cnn_deploy import jobs
+
+    assert not jobs._runs_here("tensorrt")
+    assert tune.build_candidates("tensorrt") == [{}, {"opt_level": 4}, {"opt_level": 5}]
+    assert tune.candidates("tensorrt") == [{}, {"spin": True}, {"cuda_graph": True},
+                                           {"cuda_graph": True, "spin": True}]

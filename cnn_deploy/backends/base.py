@@ -175,6 +175,9 @@ class Backend:
     pipeline_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     # what `cnndeploy tune` tries: option -> values (every combination; None: the default)
     tune_space: dict[str, tuple[Any, ...]] = field(default_factory=dict, hash=False, compare=False)
+    # what `cnndeploy tune` builds an engine for and times (TensorRT's builder optimisation
+    # level): build option -> values, the first one the builder's own default
+    build_space: dict[str, tuple[Any, ...]] = field(default_factory=dict, hash=False, compare=False)
 
     def option(self, key: str) -> Option:
         for o in self.options:

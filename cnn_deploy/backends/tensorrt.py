@@ -605,5 +605,11 @@ BACKEND = Backend(
     probe_target=lambda options: "cuda",
     profiles=True,
     packages=("tensorrt", "tensorrt-lean", "cuda-python", "cuda-bindings"),
+    # trtexec's --useCudaGraph and --useSpinWait: on a small engine the launch and the wait
+    # are a large share of the time
+    tune_space={"cuda_graph": (False, True), "spin": (False, True)},
+    # builderOptimizationLevel (IBuilderConfig.builder_optimization_level, 0..5, default 3):
+    # 4 and 5 search more tactics; below 3 only builds faster
+    build_space={"opt_level": (3, 4, 5)},
 )
 

@@ -71,6 +71,15 @@ def candidates(name: str) -> list[dict[str, Any]]:
     return unique
 
 
+def build_candidates(name: str) -> list[dict[str, Any]]:
+    """Every combination of the backend's build space, the builder's defaults (each value
+    list's first) first, as an empty dict."""
+    space = registry.get(name).build_space
+    keys = list(space)
+    return [{k: v for k, v in zip(keys, values, strict=True) if v != space[k][0]}
+            for values in itertools.product(*(space[k] for k in keys))]
+
+
 @dataclass
 class Choice:
     """One backend's tuning: the options kept (empty: its defaults) and what decided it."""
@@ -84,6 +93,7 @@ class Choice:
     decided: bool  # beat the defaults beyond the 95 % intervals at every batch
     tried: list[dict[str, Any]]
     best: dict[str, Any] | None = None  # the fastest measured, where it is not what was kept
+    build: bool = False  # options of the engine build (the backend's build_space), not its runner
 
     @property
     def verdict(self) -> str:
@@ -147,6 +157,37 @@ def search(target: Target, backends: Sequence[str], batches: Sequence[int], *,
                 on_cell(cell)
     return [choice for name in dict.fromkeys(n for n, _ in given)
             if (choice := _choose(name, given, cells, timing, batches, processes)) is not None]
+
+
+def search_builds(backend: str, builds: Sequence[tuple[dict[str, Any], Target]],
+                  batches: Sequence[int], *, timing: TimingConfig = TUNE_TIMING,
+                  processes: int = 3, on_cell: Callable[[Measurement], None] | None = None,
+                  seed: int = 0) -> Choice | None:
+    """Time one engine per value of ``backend``'s build space (``builds``: the build options,
+    empty for the builder's default, and the engine's target), each with the runner's
+    defaults, in ``processes`` rounds of fresh processes, the engines in a shuffled order each
+    round; keep a build setting by the same rule as ``search``."""
+    import dataclasses
+    import random
+
+    from cnn_deploy.bench.workers import run_plan
+
+    entry = registry.get(backend)
+    row = BackendConfig(backend, entry.resolve({}))
+    given = [(backend, dict(options)) for options, _ in builds]
+    cells = []
+    for process in range(processes):
+        order = list(range(len(builds)))
+        random.Random(seed * 1000 + process).shuffle(order)
+        for i in order:
+            plan = Plan(builds[i][1], (row,), tuple(batches), timing, None)
+            for cell in run_plan(plan, 1):
+                cell = dataclasses.replace(cell, row=i, process=process)
+                cells.append(cell)
+                if on_cell is not None:
+                    on_cell(cell)
+    choice = _choose(backend, given, cells, timing, batches, processes)
+    return None if choice is None else dataclasses.replace(choice, build=True)
 
 
 def _choose(name: str, given: list[tuple[str, dict[str, Any]]], cells: list[Measurement],
@@ -227,10 +268,17 @@ def save(choices: Sequence[Choice], path: Path, *, net: str, batches: Sequence[i
             entries = {}
     versions = library_versions(registry.packages())
     for c in choices:
-        entries[c.backend] = {**c.to_dict(), "net": net, "batches": list(batches),
-                              "versions": {p: versions[p] for p in registry.get(c.backend).packages
-                                           if p in versions},
-                              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        decided = {**c.to_dict(), "net": net, "batches": list(batches),
+                   "versions": {p: versions[p] for p in registry.get(c.backend).packages
+                                if p in versions},
+                   "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        found = entries.get(c.backend)
+        old: dict[str, Any] = found if isinstance(found, dict) else {}
+        if c.build:  # the engine build's options, beside whatever tuned the runner
+            entries[c.backend] = {**old, "options": old.get("options") or {},
+                                  "build": decided}
+        else:
+            entries[c.backend] = {**decided, **({"build": old["build"]} if "build" in old else {})}
     data = {"schema": SCHEMA, "device_key": path.stem, "device": device, "backends": entries}
     try:
         return write_atomic(path, json.dumps(data, indent=1) + "\n", "the tuning file", BenchError)
@@ -256,6 +304,31 @@ def load(path: Path) -> dict[str, dict[str, Any]] | None:
         raise BenchError(f"the tuning file {path} is unreadable ({exc}): run `cnndeploy tune` "
                          "again, or pass --no-tune") from None
     return tuned
+
+
+def build_options(backend: str, path: Path | None) -> tuple[dict[str, Any], str | None]:
+    """The engine build options ``tune`` kept for ``backend`` in the tuning file at ``path``
+    (e.g. TensorRT's ``opt_level``), and a note saying so; nothing where there are none, or
+    where they were tuned with another version of the backend's packages (a note says so)."""
+    from cnn_deploy.device import library_versions
+
+    tuned = load(path) if path is not None else None
+    build = (tuned or {}).get(backend, {}).get("build")
+    if not isinstance(build, dict) or not isinstance(build.get("options"), dict) \
+            or not build["options"]:
+        return {}, None
+    values = build["options"]
+    space = registry.get(backend).build_space
+    if any(k not in space or v not in space[k] for k, v in values.items()):
+        return {}, (f"tuned build options for {backend} in {path} do not apply ({values}): the "
+                    "builder's defaults are used; run `cnndeploy tune` again")
+    now = library_versions(registry.packages())
+    changed = [p for p, v in (build.get("versions") or {}).items() if now.get(p) != v]
+    if changed:
+        return {}, (f"{backend}'s build was tuned with another {', '.join(changed)}: the "
+                    "builder's defaults are used; run `cnndeploy tune` again")
+    return dict(values), (f"tuned for this device ({path}): " + ", ".join(
+        f"{backend}.{k}={v}" for k, v in values.items()) + " (--no-tune for the defaults)")
 
 
 def apply(options: dict[str, dict[str, Any]], backends: Sequence[str], path: Path

@@ -29,10 +29,19 @@ def build(
                                                      "versions can load (slower).")] = False,
     out: Annotated[Path | None, typer.Option(help="Plan path (default: engines/<gpu-slug>/"
                                              "<net>_<precision>.plan).")] = None,
+    tune: Annotated[bool, typer.Option(help="Use the optimisation level `cnndeploy tune` kept "
+                                       "for this device when --opt-level is not given.")] = True,
 ) -> None:
     """Build a TensorRT engine for this GPU from an ONNX file."""
     from cnn_deploy.engine import BuildOptions
     from cnn_deploy.jobs import build as build_engine
+    from cnn_deploy.jobs import tuned_build_options
+
+    if opt_level is None:
+        tuned, note = tuned_build_options("tensorrt", tune)
+        opt_level = tuned.get("opt_level")
+        if note:
+            render.note(note)
 
     options = BuildOptions(precision=precision, min_batch=min_batch, opt_batch=opt_batch,
                            max_batch=max_batch, timing_cache=timing_cache, opt_level=opt_level,

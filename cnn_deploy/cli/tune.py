@@ -16,6 +16,10 @@ def tune(
     model: Annotated[Path | None, typer.Argument(help="An .onnx file or a .pt checkpoint (default: "
                                                   "--spec).")] = None,
     spec: Annotated[str | None, typer.Option(help="Tune on a network by name, untrained.")] = None,
+    engine: Annotated[Path | None, typer.Option(help="A TensorRT plan: tune TensorRT's runner "
+                      "options on it (given an ONNX file, TensorRT's build is tuned).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or fp16: the engines built to tune "
+                         "TensorRT's build.")] = "fp32",
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Comma-separated "
                        "backends (default: every backend with a tune space).")] = None,
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,1024",
@@ -45,9 +49,9 @@ def tune(
 
         raise BenchError(f"--duration {duration}: choose seconds in (0, 60]")
     timing = TUNE_TIMING if duration is None else replace(TUNE_TIMING, min_duration_ms=duration * 1000)
-    if model is None and spec is None:
+    if model is None and spec is None and engine is None:
         spec = "lenet_5c1f"
-    with (resolve_target(model, spec) as (target, _notes),
+    with (resolve_target(model, spec, engine) as (target, _notes),
           render.err.status("tuning...") as status, CellBoundary() as stop):
         def on_cell(cell: Measurement) -> None:
             status.update(f"{cell.label} batch {cell.batch}: {cell.stats.tiles_per_ms:.1f} tiles/ms "
@@ -55,7 +59,8 @@ def tune(
             stop.check()
 
         outcome = jobs.tune(target, backend.split(",") if backend else None, batches,
-                            processes=processes, timing=timing, out=out, on_cell=on_cell)
+                            processes=processes, timing=timing, out=out, on_cell=on_cell,
+                            precision=precision, progress=status.update)
     render.out.print(render.tune_table(outcome.choices, f"{target.name}: tuned here"))
     default = jobs.tuning_file(True)
     render.note(f"wrote {outcome.path}" + (": bench, sweep, stream and quickstart use it "
@@ -64,7 +69,8 @@ def tune(
                                           " (not this device's default tuning file, which "
                                           f"is {default}: nothing reads this one by itself)"))
     for c in outcome.choices:
-        render.note(f"{c.backend}: {c.verdict}")
+        render.note(f"{c.backend}{' build' if c.build else ''}: {c.verdict}"
+                    + (" (`cnndeploy build` uses it)" if c.build and c.decided else ""))
 
 
 def register(app: typer.Typer) -> None:
