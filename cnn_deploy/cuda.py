@@ -79,6 +79,7 @@ class DeviceProps:
     compute_capability: tuple[int, int]
     sm_count: int
     memory_bytes: int
+    l2_cache_bytes: int = 0  # cudaDeviceProp::l2CacheSize (0: not reported)
 
 
 def device_count() -> int:
@@ -148,7 +149,8 @@ def device_properties(index: int | None = None) -> DeviceProps:
     raw = prop.name
     name = raw.split(b"\0")[0].decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     return DeviceProps(i, name.strip(), (int(prop.major), int(prop.minor)),
-                       int(prop.multiProcessorCount), int(prop.totalGlobalMem))
+                       int(prop.multiProcessorCount), int(prop.totalGlobalMem),
+                       int(getattr(prop, "l2CacheSize", 0) or 0))
 
 
 # -- streams and events --------------------------------------------------------------

@@ -40,6 +40,7 @@ def device_record(gpu_index: int = 0) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": cores,
         "memory_bytes": _meminfo("MemTotal"),
+        "llc_bytes": cpu_llc_bytes(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE",
@@ -60,6 +61,22 @@ def device_record(gpu_index: int = 0) -> dict[str, Any]:
             record["jetson"] = jetson_record()
     record["slug"] = device_slug(record)
     return record
+
+
+def cpu_llc_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The size of the CPU's last-level cache (the highest level sysfs lists), or None."""
+    best: tuple[int, int] | None = None
+    try:
+        for index in root.glob("index*"):
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+            unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            size = int(text.rstrip("KMG")) * unit
+            if best is None or (level, size) > best:
+                best = (level, size)
+    except (OSError, ValueError):
+        return None
+    return best[1] if best else None
 
 
 def library_versions(packages: Iterable[str] = ()) -> dict[str, str]:
@@ -167,6 +184,12 @@ def gpu_record(index: int = 0, nvml: Any = None) -> dict[str, Any]:
             finally:
                 _nvml_shutdown(nvml)
     _torch_fields(record, index, notes)
+    try:
+        from cnn_deploy.cuda import device_properties
+
+        record["l2_cache_bytes"] = device_properties(index).l2_cache_bytes or None
+    except Exception:  # no cuda-python, or no driver: the cache size stays unknown
+        pass
     if notes:
         record["notes"] = notes
     return record

@@ -22,8 +22,8 @@ from cnn_deploy.study import select as sel
 
 # ms per batch = TRUTH . additive_features: 50 µs per call, 5 µs per layer, conv at ~100
 # GFLOP/s, gemm at ~200, a little for bytes and pooling.
-TRUTH = dict(zip(pm.ADDITIVE_TERMS, (0.05, 0.005, 0.002, 0.02, 0.001, 0.01, 0.0005, 0.005,
-                                     0.001, 0.002), strict=True))
+TRUTH = dict(zip(pm.ADDITIVE_TERMS, (0.05, 0.005, 0.002, 0.0, 0.02, 0.001, 0.01, 0.0005, 0.005,
+                                     0.001, 0.002), strict=True))  # no cache size: no DRAM term
 DEVICE = "cpu-synthetic-2c"
 
 
@@ -158,7 +158,7 @@ def test_model_file_round_trip(model: pm.LatencyModel, tmp_path: Path) -> None:
     ("{not json", "not a readable latency model"),
     ('{"schema": "cnn_deploy.latency_model/0"}', "not a latency model of this version"),
     ('[1, 2]', "not a latency model of this version"),
-    ('{"schema": "cnn_deploy.latency_model/1", "source": {}}', "is damaged"),
+    ('{"schema": "cnn_deploy.latency_model/2", "source": {}}', "is damaged"),
 ])
 def test_bad_model_files_are_one_clear_error(tmp_path: Path, content: str | None, match: str) -> None:
     path = tmp_path / "m.json"
@@ -377,10 +377,19 @@ def test_a_cell_measured_once_keeps_the_models_margin(model: pm.LatencyModel) ->
 
 
 def test_the_thesis_groups_determine_every_additive_term() -> None:
-    """Each term's coefficient is pinned down by the four groups' cells: full column rank."""
+    """Each term's coefficient is pinned down by the four groups' cells: full column rank;
+    all but the DRAM term, which they never isolate (no small batch reads weights beyond a
+    32 MB cache), so the fit leaves it out and `sweep --group coverage` supplies it."""
     cells = [(s, b) for g in "1234" for s in thesis_group(g)[0] for b in thesis_group(g)[1]]
-    x = pm._design("additive", cells)
-    assert np.linalg.matrix_rank(x / np.linalg.norm(x, axis=0)) == len(pm.ADDITIVE_TERMS)
+    x = pm._design("additive", cells, 32.0)
+    dram = pm.ADDITIVE_TERMS.index("weight_dram_MB")
+    x = np.delete(x, dram, axis=1)
+    assert np.linalg.matrix_rank(x / np.linalg.norm(x, axis=0)) == len(pm.ADDITIVE_TERMS) - 1
+    pts = [pm.Point(s, b, 1.0) for s, b in cells]
+    assert not pm.dram_identified(pts, 32.0)
+    wide = [pm.Point(NetSpec(1, 3, neurons=n), b, 1.0) for n in (2048, 4096) for b in (1, 8)]
+    assert pm.dram_identified(pts + wide, 32.0) and not pm.dram_identified(pts + wide, None)
+    assert not pm.dram_identified(pts + wide[:2], 32.0)  # one net: not enough
 
 
 def test_the_fit_weighs_relative_not_absolute_error() -> None:
@@ -404,9 +413,9 @@ def test_leave_one_net_out_leaves_every_batch_of_the_net_out(monkeypatch: pytest
     seen: list[set[tuple[str, int]]] = []
     real = pm._fit_form
 
-    def spy(form: str, given: Any) -> Any:
+    def spy(form: str, given: Any, cache_mb: float | None = None) -> Any:
         seen.append({(p.spec.name, p.batch) for p in given})
-        return real(form, given)
+        return real(form, given, cache_mb)
 
     monkeypatch.setattr(pm, "_fit_form", spy)
     pm._held_out_ratios("additive", pts)
@@ -416,3 +425,37 @@ def test_leave_one_net_out_leaves_every_batch_of_the_net_out(monkeypatch: pytest
         missing = {(p.spec.name, p.batch) for p in pts} - fitted
         assert len({n for n, _ in missing}) == 1
         assert missing == {(p.spec.name, p.batch) for p in pts if p.spec.name == next(iter(missing))[0]}
+
+
+def test_weights_beyond_the_cache_are_fitted_from_coverage_cells(tmp_path: Path) -> None:
+    """A device whose weights beyond its 32 MB cache cost 0.03 ms/MB per batch (DRAM): the
+    groups alone cannot see it (the term stays zero), the groups plus a few wide FC nets at
+    tiny batches recover it, and a wide unseen net at batch 1 is then predicted within 5 %
+    where the groups-only model is far too fast. The cache size comes from the records."""
+    cache = 32.0
+
+    def truth(spec: NetSpec, batch: int) -> float:
+        ms = float(np.dot(pm.additive_features(spec, batch, cache),
+                          [{**TRUTH, "weight_dram_MB": 0.03}[t] for t in pm.ADDITIVE_TERMS]))
+        return batch / ms
+
+    def rec(spec: NetSpec, batch: int) -> dict[str, Any]:
+        r = record(spec, batch, truth(spec, batch))
+        r["device"]["llc_bytes"] = int(cache * 1e6)
+        return r
+
+    groups = [rec(s, b) for g in "1234" for s in thesis_group(g)[0] for b in thesis_group(g)[1]]
+    wide = [rec(NetSpec(1, f, neurons=n), b) for f, n in ((3, 2048), (2, 4096), (1, 3000))
+            for b in (1, 4)]
+    unseen, batch = NetSpec(1, 4, depth=50, neurons=1900, kernel=3, padding=1), 1
+    only_groups, _ = modelfiles.fit_files([write(tmp_path / "g.jsonl", groups)])
+    assert only_groups.cache_mb == cache
+    assert only_groups.coef["additive"][pm.ADDITIVE_TERMS.index("weight_dram_MB")] == 0.0
+    assert only_groups.predict(unseen, batch).tiles_per_ms > 2 * truth(unseen, batch)
+    both, _ = modelfiles.fit_files([write(tmp_path / "w.jsonl", groups + wide)])
+    assert both.coef["additive"][pm.ADDITIVE_TERMS.index("weight_dram_MB")] == \
+        pytest.approx(0.03, rel=0.1)
+    assert both.predict(unseen, batch).tiles_per_ms == pytest.approx(truth(unseen, batch), rel=0.05)
+    again = pm.LatencyModel.from_dict(json.loads(json.dumps(both.to_dict())), "m")
+    assert again.cache_mb == cache and again.predict(unseen, batch).tiles_per_ms == \
+        both.predict(unseen, batch).tiles_per_ms

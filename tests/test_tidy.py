@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cnn_deploy.results import store
 from cnn_deploy.results.tidy import done_cells, load, tidy
 
@@ -67,3 +69,26 @@ def test_a_gpu_is_one_device_in_old_and_new_records() -> None:
     old = {**V1_BENCH, "device": {"kind": "cuda", "slug": "cuda-nvidia-h200-sm90"}}
     new = {**V1_BENCH, "device": {"kind": "cuda", "slug": "nvidia-h200-sm90"}}
     assert {r["device"] for r in tidy([old, new])} == {"nvidia-h200-sm90"}
+
+
+def test_the_cache_a_backend_reads_through(tmp_path: Path) -> None:
+    """The CPU's last level from sysfs (the highest level, whatever the index order), the
+    GPU's L2 for a CUDA backend, None where a record does not say."""
+    from cnn_deploy.device import cpu_llc_bytes
+
+    for i, (level, size) in enumerate(((1, "32K"), (3, "32768K"), (2, "1024K"))):
+        folder = tmp_path / f"index{i}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert cpu_llc_bytes(tmp_path) == 32768 << 10
+    assert cpu_llc_bytes(tmp_path / "none") is None
+    (tmp_path / "index1" / "size").write_text("garbage")
+    assert cpu_llc_bytes(tmp_path) is None
+    device = {"kind": "cuda", "llc_bytes": 32 << 20, "gpu": {"l2_cache_bytes": 50 << 20}}
+    base = {"kind": "bench", "device": device, "stats": {"tiles_per_ms": 1.0}}
+    cpu, gpu, old = tidy([{**base, "backend": {"device": "cpu"}},
+                          {**base, "backend": {"device": "cuda"}},
+                          {**base, "device": {"kind": "cpu"}, "backend": {"device": "cpu"}}])
+    assert cpu["cache_mb"] == pytest.approx(33.554432) and gpu["cache_mb"] == pytest.approx(52.428800)
+    assert old["cache_mb"] is None

@@ -87,14 +87,20 @@ def fit(
     device: Annotated[str | None, typer.Option(help="The records' device slug, where they hold "
                       "several.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing model file.")] = False,
+    cache_mb: Annotated[float | None, typer.Option(help="The device's last-level cache in MB, "
+                        "for records that do not name it (made before cnn_deploy recorded it).")]
+        = None,
     json_out: _Json = False,
 ) -> None:
     """Fit the thesis's eq. 13 and the additive per-layer model to one device's records."""
+    from cnn_deploy.errors import PredictError
     from cnn_deploy.study import modelfiles
 
+    if cache_mb is not None and not 0 < cache_mb < 1e6:
+        raise PredictError(f"--cache-mb {cache_mb}: give the last-level cache in MB (e.g. 32)")
     if out is not None:
         _new_model_path(out, force, files)
-    model, skipped = modelfiles.fit_files(files, backend, device)
+    model, skipped = modelfiles.fit_files(files, backend, device, cache_mb)
     path = out or modelfiles.default_path(model.source.device)
     _new_model_path(path, force, files)
     modelfiles.save(model, path)

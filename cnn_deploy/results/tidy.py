@@ -51,6 +51,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                 "backend_options": _dict(backend, "options"),
                 "backend_version": _dict(r, "versions").get(str(backend.get("name"))),
                 "has_device": bool(device), "run_id": r.get("run_id"),
+                "cache_mb": _cache_mb(device, backend),
                 **_peak_fields(device)}
         if r.get("kind") == "bench":
             sweep = _dict(r, "sweep")
@@ -140,6 +141,15 @@ def _setting(device: dict[str, Any], backend: dict[str, Any], versions: dict[str
                         if v is not None)
     return (f"{hardware}{cpus}; {name} {versions.get(name, '')}".rstrip()
             + (f" ({options})" if options else ""))
+
+
+def _cache_mb(device: dict[str, Any], backend: dict[str, Any]) -> float | None:
+    """The last-level cache the backend's weights pass through, in MB: the GPU's L2 for a
+    CUDA backend, else the CPU's last level (None where the record does not say)."""
+    gpu = _dict(device, "gpu")
+    size = gpu.get("l2_cache_bytes") if backend.get("device") == "cuda" else device.get("llc_bytes")
+    number = _number(size)
+    return number / 1e6 if number and number > 0 else None
 
 
 def _number(value: Any) -> float | None:

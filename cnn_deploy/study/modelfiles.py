@@ -17,6 +17,7 @@ from cnn_deploy.study.perfmodel import (
     LatencyModel,
     Source,
     adapt,
+    cache_size,
     choose_source,
     fit,
     points,
@@ -75,15 +76,17 @@ def setting(rows: Rows, source: Source) -> tuple[dict[str, str], dict[str, Any]]
     return {}, {}
 
 
-def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None
-              ) -> tuple[LatencyModel, list[str]]:
+def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None,
+              cache_mb: float | None = None) -> tuple[LatencyModel, list[str]]:
     """A model fitted to the bench records of ``paths`` (one source; see choose_source; held-out
-    cells left out), and the damaged lines skipped."""
+    cells left out), and the damaged lines skipped. ``cache_mb``: the device's last-level
+    cache where the records do not say (records from before it was recorded)."""
     records, skipped = load_records(paths)
     rows = fittable(tidy(records))
     source = choose_source(rows, backend, device)
     versions, options = setting(rows, source)
-    return fit(points(rows, source), source, versions, options), skipped
+    cache = cache_size(rows, source) or cache_mb
+    return fit(points(rows, source), source, versions, options, cache), skipped
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
@@ -99,4 +102,5 @@ def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None 
         raise PredictError(f"the records are of {source.describe()}, which the model was fitted "
                            "on: adapting is for another device or backend setting")
     versions, options = setting(rows, source)
-    return adapt(model, thin(points(rows, source), n), source, versions, options), skipped
+    return adapt(model, thin(points(rows, source), n), source, versions, options,
+                 cache_size(rows, source)), skipped

@@ -9,7 +9,11 @@ Two forms, fitted to the same records by non-negative least squares on relative 
   of B tiles: a fixed cost per call and per layer, the weights read once, and per operation
   category (the first conv, the other convs, gemm, pool, elementwise) B x its FLOPs and
   B x its activation bytes, from ``NetSpec.layer_costs``, plus B x the bytes a convolution
-  unfolds into a GEMM (im2col).
+  unfolds into a GEMM (im2col), and the weight bytes beyond the device's last-level cache (read
+  from DRAM each batch: what makes a wide FC layer slow at a tiny batch), a term fitted only
+  when the records hold such cells (``DRAM_MIN_NETS`` nets at a batch of at most
+  ``DRAM_MAX_BATCH`` with weights beyond the cache; `sweep --group coverage` measures some),
+  otherwise zero.
 
 A prediction carries an interval: figure x e^(±q), q the 95th percentile of |ln(predicted /
 measured)| over the fit's leave-one-net-out predictions; a net or batch outside the fitted
@@ -30,7 +34,7 @@ from cnn_deploy.arch import BYTES_PER_ELEMENT, TILE, NetSpec
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
 
-SCHEMA = "cnn_deploy.latency_model/1"
+SCHEMA = "cnn_deploy.latency_model/2"
 FORMS = ("additive", "thesis")
 MIN_NETS = 4  # distinct networks a fit needs
 MIN_POINTS = 8  # (net, batch) cells a fit needs
@@ -39,12 +43,15 @@ MAX_BATCH = 1 << 20  # the largest batch a record or a prediction may speak of
 OUTSIDE_FLOOR = math.log(1.2)  # outside the fitted range, the interval is at least 20 % wider
 WORST_RATIO = 1000.0  # a left-out prediction of no time at all counts as this far off
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
+DRAM_MAX_BATCH = 8  # cells at batches up to this, with weights beyond the cache, tell the
+DRAM_MIN_NETS = 2  # DRAM term apart from the compute terms; with fewer nets it stays zero
 # Terms the thesis groups can tell apart (each column independent of the others over their
 # cells): pooling's FLOPs are proportional to the bytes it moves, the first conv's unfolding
 # to its FLOPs; every ReLU's bytes, and the later convs' activation bytes, are sums of the
 # other terms there (and backends fuse the ReLU into the op before it): they have no term.
-ADDITIVE_TERMS = ("call", "layers", "weight_MB", "conv1_MFLOP", "conv1_MB", "conv_MFLOP",
-                  "conv_im2col_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
+ADDITIVE_TERMS = ("call", "layers", "weight_MB", "weight_dram_MB", "conv1_MFLOP", "conv1_MB",
+                  "conv_MFLOP", "conv_im2col_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
+PER_TILE_TERMS = ADDITIVE_TERMS[4:]
 THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
 # The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
 # GpuDot22's 6.8e-6 and GpuElemwise's 4.9e-5; D*sum(in^2) sums GpuAlloc and GpuDnnPool.
@@ -127,13 +134,22 @@ def points(rows: Rows, source: Source) -> list[Point]:
             for (spec, batch), v in sorted(cells.items(), key=lambda kv: (kv[0][0].name, kv[0][1]))]
 
 
+def cache_size(rows: Rows, source: Source) -> float | None:
+    """The last-level cache (MB) the records of ``source`` name (the most common figure), or
+    None where none does (records from before it was recorded)."""
+    sizes = [r["cache_mb"] for r in sources(rows).get(source, [])
+             if isinstance(r.get("cache_mb"), (int, float)) and 0 < r["cache_mb"] < 1e6]
+    return statistics.mode(sizes) if sizes else None
+
+
 # -- features ----------------------------------------------------------------------------
-def additive_features(spec: NetSpec, batch: int) -> list[float]:
+def additive_features(spec: NetSpec, batch: int, cache_mb: float | None = None) -> list[float]:
     """ADDITIVE_TERMS for one batch: the model's time (ms) is their dot product with the
-    coefficients. Per tile: FLOPs and the activation bytes each category moves (weights are
-    read once per batch), and the bytes a CPU convolution unfolds into a GEMM (im2col: each
-    output position's receptive field, out² x in-channels x k² elements)."""
-    per_tile = dict.fromkeys(ADDITIVE_TERMS[3:], 0.0)
+    coefficients. Per batch: the weights, read once, and those beyond a last-level cache of
+    ``cache_mb`` (None: unknown, no such term). Per tile: FLOPs and the activation bytes each
+    category moves, and the bytes a CPU convolution unfolds into a GEMM (im2col: each output
+    position's receptive field, out² x in-channels x k² elements)."""
+    per_tile = dict.fromkeys(PER_TILE_TERMS, 0.0)
     weights = 0.0
     costs = spec.layer_costs()
     for cost in costs:
@@ -147,7 +163,9 @@ def additive_features(spec: NetSpec, batch: int) -> list[float]:
     sides = spec.conv_sides()
     per_tile["conv_im2col_MB"] = sum(s * s * spec.depth * spec.kernel**2 for s in sides[1:]) \
         * BYTES_PER_ELEMENT / 1e6
-    return [1.0, float(len(costs)), weights / 1e6, *(batch * v for v in per_tile.values())]
+    beyond = max(0.0, weights / 1e6 - cache_mb) if cache_mb else 0.0
+    return [1.0, float(len(costs)), weights / 1e6, beyond, *(batch * v for v in per_tile.values())]
+
 
 
 def thesis_features(spec: NetSpec) -> list[float]:
@@ -160,9 +178,10 @@ def thesis_features(spec: NetSpec) -> list[float]:
     return [fc, fc * n * n, fc * n, d * out2, d * in2, d * d * out2, 1.0]
 
 
-def _design(form: str, pts: Sequence[tuple[NetSpec, int]]) -> np.ndarray:
+def _design(form: str, pts: Sequence[tuple[NetSpec, int]], cache_mb: float | None = None
+            ) -> np.ndarray:
     if form == "additive":
-        return np.array([additive_features(s, b) for s, b in pts], dtype=float)
+        return np.array([additive_features(s, b, cache_mb) for s, b in pts], dtype=float)
     return np.array([thesis_features(s) for s, _ in pts], dtype=float)
 
 
@@ -224,6 +243,7 @@ class LatencyModel:
     options: dict[str, Any] = field(default_factory=dict)  # the backend's, as the records ran it
     adapted_from: str | None = None
     nets: list[str] = field(default_factory=list)  # every net behind it (an adapted model's source's too)
+    cache_mb: float | None = None  # the device's last-level cache (None: unknown)
 
     def __post_init__(self) -> None:
         self.nets = sorted({*self.nets, *(n for n, _, _ in self.training)})
@@ -233,7 +253,7 @@ class LatencyModel:
             raise PredictError(f"--form takes one of {', '.join(FORMS)}, got '{form}'")
         if isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
             raise PredictError(f"--batch must be within 1..{MAX_BATCH}, got {batch}")
-        value = float(_design(form, [(spec, batch)])[0] @ np.array(self.coef[form]))
+        value = float(_design(form, [(spec, batch)], self.cache_mb)[0] @ np.array(self.coef[form]))
         if not (value > 0 and math.isfinite(value)):
             raise PredictError(f"the {form} model gives {spec.name} no time at batch {batch} "
                                "(every term it has is zero there): refit it on records that "
@@ -263,6 +283,8 @@ class LatencyModel:
             return f"ranges must give lo <= hi for each of {', '.join(RANGE_FIELDS)}"
         if not all(0 < t < MAX_FIGURE and 1 <= b <= MAX_BATCH for _, b, t in self.training):
             return "a training figure or batch is out of range"
+        if self.cache_mb is not None and not 0 < self.cache_mb < 1e6:
+            return f"cache_mb {self.cache_mb} is not a cache size in MB"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,7 +292,7 @@ class LatencyModel:
                 "terms": {"additive": ADDITIVE_TERMS, "thesis": THESIS_TERMS},
                 "interval": self.interval, "errors": self.errors, "ranges": self.ranges,
                 "training": self.training, "versions": self.versions, "options": self.options,
-                "adapted_from": self.adapted_from, "nets": self.nets}
+                "adapted_from": self.adapted_from, "nets": self.nets, "cache_mb": self.cache_mb}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> LatencyModel:
@@ -284,7 +306,8 @@ class LatencyModel:
                         {k: [int(v[0]), int(v[1])] for k, v in d["ranges"].items()},
                         [(str(n), int(b), float(t)) for n, b, t in d["training"]],
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
-                        d.get("adapted_from"), [str(n) for n in d.get("nets") or []])
+                        d.get("adapted_from"), [str(n) for n in d.get("nets") or []],
+                        None if d.get("cache_mb") is None else float(d["cache_mb"]))
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise PredictError(f"{where} is damaged ({type(exc).__name__}: {str(exc)[:100]}): fit it "
                                "again with `cnndeploy model fit`") from None
@@ -300,8 +323,9 @@ class LatencyModel:
 
 
 def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = None,
-        options: dict[str, Any] | None = None) -> LatencyModel:
-    """Both forms fitted to ``pts``, each with its leave-one-net-out interval."""
+        options: dict[str, Any] | None = None, cache_mb: float | None = None) -> LatencyModel:
+    """Both forms fitted to ``pts``, each with its leave-one-net-out interval; ``cache_mb``:
+    the device's last-level cache (``cache_size``)."""
     nets = {p.spec for p in pts}
     if len(pts) < MIN_POINTS or len(nets) < MIN_NETS:
         raise PredictError(f"{len(pts)} cells of {len(nets)} networks of {source.describe()} are "
@@ -309,10 +333,10 @@ def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = 
                             "run `cnndeploy sweep --group all` first")
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
-        c = _fit_form(form, pts)
-        ratios = _held_out_ratios(form, pts)
+        c = _fit_form(form, pts, cache_mb)
+        ratios = _held_out_ratios(form, pts, cache_mb)
         held = [abs(r - 1.0) for r in ratios]
-        inside = [abs(_predict_point(form, c, p) / p.tiles_per_ms - 1.0) for p in pts]
+        inside = [abs(_predict_point(form, c, p, cache_mb) / p.tiles_per_ms - 1.0) for p in pts]
         coef[form] = [float(v) for v in c]
         interval[form] = _log_quantile(ratios)
         errors[form] = {"median_abs_error": float(np.median(inside)),
@@ -323,30 +347,47 @@ def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = 
               for f in RANGE_FIELDS}
     training = [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts]
     return LatencyModel(source, coef, interval, errors, ranges, training, dict(versions or {}),
-                        dict(options or {}))
+                        dict(options or {}), cache_mb=cache_mb)
 
 
 def _field(p: Point, name: str) -> int:
     return p.batch if name == "batch" else int(getattr(p.spec, name))
 
 
-def _fit_form(form: str, pts: Sequence[Point]) -> np.ndarray:
-    x = _design(form, [(p.spec, p.batch) for p in pts])
+def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None) -> np.ndarray:
+    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
-    return _nnls(x, y)
+    if form != "additive" or dram_identified(pts, cache_mb):
+        return _nnls(x, y)
+    dram = ADDITIVE_TERMS.index("weight_dram_MB")
+    keep = [i for i in range(x.shape[1]) if i != dram]
+    out = np.zeros(x.shape[1])
+    out[keep] = _nnls(x[:, keep], y)
+    return out
 
 
-def _predict_point(form: str, coef: np.ndarray, p: Point) -> float:
-    value = float(_design(form, [(p.spec, p.batch)])[0] @ coef)
+def dram_identified(pts: Sequence[Point], cache_mb: float | None) -> bool:
+    """Whether ``pts`` can tell the DRAM weight term apart: DRAM_MIN_NETS nets measured at a
+    batch of at most DRAM_MAX_BATCH with weights beyond the cache. (At large batches the term
+    is a sliver of the time, and a fit would give it whatever the compute terms leave over.)"""
+    if not cache_mb:
+        return False
+    dram = ADDITIVE_TERMS.index("weight_dram_MB")
+    return len({p.spec for p in pts if p.batch <= DRAM_MAX_BATCH
+                and additive_features(p.spec, p.batch, cache_mb)[dram] > 0}) >= DRAM_MIN_NETS
+
+
+def _predict_point(form: str, coef: np.ndarray, p: Point, cache_mb: float | None = None) -> float:
+    value = float(_design(form, [(p.spec, p.batch)], cache_mb)[0] @ coef)
     return _tiles_per_ms(form, p.batch, value)
 
 
-def _held_out_ratios(form: str, pts: Sequence[Point]) -> list[float]:
+def _held_out_ratios(form: str, pts: Sequence[Point], cache_mb: float | None = None) -> list[float]:
     """predicted / measured of every point, each predicted by a fit without its net."""
     out: list[float] = []
     for net in {p.spec for p in pts}:
-        c = _fit_form(form, [p for p in pts if p.spec != net])
-        out += [_predict_point(form, c, p) / p.tiles_per_ms for p in pts if p.spec == net]
+        c = _fit_form(form, [p for p in pts if p.spec != net], cache_mb)
+        out += [_predict_point(form, c, p, cache_mb) / p.tiles_per_ms for p in pts if p.spec == net]
     return out
 
 
@@ -363,7 +404,7 @@ def published_thesis(spec: NetSpec) -> float:
 
 
 # -- a new device from few measurements ----------------------------------------------------
-_ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB"),
+_ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB", "weight_dram_MB"),
                  "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_im2col_MB"),
                  "gemm": ("gemm_MFLOP", "gemm_MB"),
                  "other": ("pool_MB",)}
@@ -371,8 +412,8 @@ MAX_ADAPT_POINTS = 10
 
 
 def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
-          versions: dict[str, str] | None = None, options: dict[str, Any] | None = None
-          ) -> LatencyModel:
+          versions: dict[str, str] | None = None, options: dict[str, Any] | None = None,
+          cache_mb: float | None = None) -> LatencyModel:
     """``model`` carried to ``source`` from a few of its measurements: one non-negative scale
     per group of terms (overhead, conv, gemm, other) of the additive form; the thesis form
     gets one scale overall. Its interval is the leave-one-out error on ``pts`` where there
@@ -382,11 +423,12 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
                             f"device, got {len(pts)}: measure a few nets there with `cnndeploy "
                             "sweep --grid ...`")
     pts = thin(pts, MAX_ADAPT_POINTS)
+    cache_mb = cache_mb or model.cache_mb  # the new device's cache, where its records say
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
-        scaled = _adapt_form(model, form, pts)
-        loo = [_predict_point(form, _adapt_form(model, form, [q for q in pts if q != p]), p)
-               / p.tiles_per_ms for p in pts] if len(pts) >= 4 else []
+        scaled = _adapt_form(model, form, pts, cache_mb)
+        loo = [_predict_point(form, _adapt_form(model, form, [q for q in pts if q != p], cache_mb),
+                              p, cache_mb) / p.tiles_per_ms for p in pts] if len(pts) >= 4 else []
         coef[form] = [float(v) for v in scaled]
         interval[form] = max(_log_quantile(loo) if loo else 0.0, model.interval[form])
         errors[form] = {"adapt_points": float(len(pts))}
@@ -395,7 +437,7 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
     return LatencyModel(source, coef, interval, errors, model.ranges,
                         [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts], dict(versions or {}),
                         dict(options or {}), adapted_from=model.source.describe(),
-                        nets=model.nets)
+                        nets=model.nets, cache_mb=cache_mb)
 
 
 def thin(pts: Sequence[Point], n: int) -> list[Point]:
@@ -406,13 +448,14 @@ def thin(pts: Sequence[Point], n: int) -> list[Point]:
     return [pts[int(i * step)] for i in range(n)]
 
 
-def _adapt_form(model: LatencyModel, form: str, pts: Sequence[Point]) -> np.ndarray:
+def _adapt_form(model: LatencyModel, form: str, pts: Sequence[Point],
+                cache_mb: float | None) -> np.ndarray:
     base = np.array(model.coef[form])
     if form == "thesis":
         groups = [list(range(len(base)))]
     else:
         groups = [[ADDITIVE_TERMS.index(t) for t in terms] for terms in _ADAPT_GROUPS.values()]
-    x = _design(form, [(p.spec, p.batch) for p in pts])
+    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
     contrib = np.stack([x[:, g] @ base[g] for g in groups], axis=1)
     used = contrib.any(axis=0)
