@@ -787,3 +787,19 @@ def test_report_and_compare_refuse_files_without_records(tmp_path: Path) -> None
     assert not (tmp_path / "rep").exists()
     assert_fails("compare", binary, empty, match=r"model\.onnx holds no cnn_deploy records "
                                                  r"\(\d+ lines skipped")
+
+
+@pytest.mark.parametrize("args", [["profile", "--help"], ["backends"]])
+def test_a_closed_pipe_is_no_traceback(args: list[str]) -> None:
+    """`cnndeploy ... | head`: the reader goes away before the output is written; the
+    command stops without a traceback or an "internal error" line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnn_deploy", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command prints a line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1, 141)
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr

@@ -67,6 +67,8 @@ class _Group(TyperGroup):
             raise typer.Exit(130) from None
         except (ClickException, typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            _stdout_gone()
         except Exception as exc:
             from cnn_deploy.cli.render import err
 
@@ -113,5 +115,22 @@ def _register() -> None:
 _register()
 
 
+def _stdout_gone() -> None:
+    """Standard output's reader closed the pipe (``cnndeploy ... | head``): what was written
+    stays written; exit as a tool killed by SIGPIPE does (128 + 13), without the traceback
+    Python would print when it flushes stdout at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(141)
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        _stdout_gone()
