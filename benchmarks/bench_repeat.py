@@ -65,7 +65,7 @@ def main() -> None:
             total += 1
             lines.append(f"{net:<11} {row['backend']:<30} " + "  ".join(
                 f"{f:7.2f} [{c[0]:.2f}..{c[1]:.2f}]" if c else f"{f:7.2f}"
-                for f, c in zip(figures, cis)) + f"  max/min-1 {worst:5.1%}  "
+                for f, c in zip(figures, cis, strict=True)) + f"  max/min-1 {worst:5.1%}  "
                 f"{'within' if ok else 'OUTSIDE'} +-3 %; intervals cover the others: "
                 f"{'yes' if covered else 'no'}")
     lines += ["", f"rows within +-3 % across invocations: {agree} of {total}"]

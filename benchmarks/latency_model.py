@@ -29,12 +29,6 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
-# --coverage: 36 cells along the held-out space's axes the thesis groups never vary (batches
-# below 16, no hidden FC layer, 3x3 kernels, same padding, wide FC layers at tiny batches)
-COVERAGE = ("conv_layers=1,3,5;fc_layers=0,2;batch=1,4",
-            "kernel=3;padding=0,1;conv_layers=1,3,5;fc_layers=1;batch=8,256",
-            "padding=2;conv_layers=2,4;fc_layers=0,1;batch=2,512",
-            "conv_layers=1;fc_layers=3;neurons=1024,4096;batch=1,8")
 ONE_THREAD_GRID = "conv_layers=1,3,5;fc_layers=1,3;depth=10,40;batch=16,1024"  # 16 cells, 10 used
 
 
@@ -65,8 +59,8 @@ def main() -> None:
     parser.add_argument("--one-thread", action="store_true",
                         help="also adapt to ONNX Runtime at 1 thread (about 5 more minutes)")
     parser.add_argument("--coverage", action="store_true",
-                        help="also fit on the thesis groups plus the COVERAGE grids (about 4 "
-                             "more minutes) and validate those models on the same cells")
+                        help="also fit on the thesis groups plus `sweep --group coverage` "
+                             "(about 4 more minutes) and validate those models on the same cells")
     parser.add_argument("--seed", type=int, default=1, help="seed of the held-out draw")
     args = parser.parse_args()
     global SEED
@@ -94,8 +88,7 @@ def main() -> None:
     if args.coverage:
         for short, backend in BACKENDS.items():
             cov = out / f"cov_{short}.jsonl"
-            for grid in COVERAGE:
-                run("sweep", "--grid", grid, "-b", backend, "--results", cov)
+            run("sweep", "--group", "coverage", "-b", backend, "--results", cov)
             model = out / f"{short}_cov.json"
             run("model", "fit", out / f"fit_{short}.jsonl", cov, "-o", model, "--force")
             summary[f"{short}+coverage"] = {"fit": json.loads(model.read_text())["errors"],

@@ -54,6 +54,20 @@ def test_thesis_groups_have_the_thesis_sizes_and_all_counts_each_cell_once() -> 
     assert sweep.group_cells("all")[:45] == sweep.group_cells("1")  # groups in order, 1 first
 
 
+def test_the_coverage_group_reaches_where_the_thesis_groups_do_not() -> None:
+    """40 cells beyond the groups' ranges, and two nets at tiny batches whose weights pass a
+    32 MB cache (what the latency model's DRAM term needs)."""
+    from cnn_deploy.study import perfmodel as pm
+
+    cells = sweep.group_cells("coverage")
+    assert len(cells) == len({c.key for c in cells}) == 40
+    assert {c.key for c in cells}.isdisjoint(c.key for c in sweep.group_cells("all"))
+    assert min(c.batch for c in cells) == 1 and {c.spec.kernel for c in cells} == {3, 5}
+    assert {c.spec.padding for c in cells} == {0, 1, 2} and min(c.spec.fc_layers for c in cells) == 0
+    pts = [pm.Point(c.spec, c.batch, 1.0) for c in cells]
+    assert pm.dram_identified(pts, 32.0)
+
+
 def test_custom_grid_ranges_steps_and_factors() -> None:
     cells = sweep.parse_grid("fc_layers=1..2;batch=16..64*2;neurons=100,128")
     assert len(cells) == 2 * 3 * 2
@@ -106,7 +120,7 @@ def test_thesis_loops_keep_the_median_loop_and_warn_on_drift() -> None:
     (["--grid", "conv_layers=9"], "shrink"),
     (["--group", "5"], "--group takes one of"),
     (["--group", "1", "--grid", "batch=1"], "not both"),
-    ([], "give --group 1|2|3|4|all or --grid"),
+    ([], "give --group 1|2|3|4|all|coverage or --grid"),
     (["--group", "1", "--shard", "3/2"], "--shard takes k/n"),
     (["--group", "1", "--method", "fast"], "--method takes one of"),
 ])

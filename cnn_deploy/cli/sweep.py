@@ -13,7 +13,8 @@ from cnn_deploy.cli.interrupts import CellBoundary
 
 def sweep(
     group: Annotated[str | None, typer.Option(help="Thesis group 1 (fc layers x batch), 2 (conv "
-                     "layers x batch), 3 (fc layers x neurons), 4 (conv layers x depth) or all.")]
+                     "layers x batch), 3 (fc layers x neurons), 4 (conv layers x depth), all (1-4), or "
+                     "coverage (40 cells beyond the groups, for `model fit` to predict there).")]
         = None,
     grid: Annotated[str | None, typer.Option(help="Custom grid instead of --group: any NetSpec "
                     "field x batch, e.g. 'fc_layers=1..5;batch=16..4096*2;neurons=100,128'.")]
@@ -68,7 +69,7 @@ def sweep(
     if train_epochs is not None and train_epochs < 1:
         raise BenchError(f"--train-epochs must be at least 1, got {train_epochs}")
     if (group is None) == (grid is None):
-        raise BenchError("give --group 1|2|3|4|all or --grid 'FIELD=VALUES;...'"
+        raise BenchError("give --group 1|2|3|4|all|coverage or --grid 'FIELD=VALUES;...'"
                          + (", not both" if group is not None else ""))
     name, setting = lib.backend_setting(backend, option, precision, train_epochs,
                                         needs_gpu=not dry_run)

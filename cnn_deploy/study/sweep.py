@@ -26,7 +26,15 @@ from cnn_deploy.errors import BenchError
 from cnn_deploy.results.claims import Claims
 from cnn_deploy.results.tidy import cell_passes
 
-GROUPS = (*THESIS_GROUPS, "all")
+GROUPS = (*THESIS_GROUPS, "all", "coverage")
+# `--group coverage`: 40 cells along the axes the thesis groups never vary, for a latency model
+# that predicts beyond them (issue 12): batches below 16, no hidden FC layer, 3x3 kernels,
+# same padding, and wide FC layers at tiny batches (weights beyond a CPU's last-level cache,
+# which the model's DRAM term needs two nets of)
+COVERAGE_GRIDS = ("conv_layers=1,3,5;fc_layers=0,2;batch=1,4",
+                  "kernel=3;padding=0,1;conv_layers=1,3,5;fc_layers=1;batch=8,256",
+                  "padding=2;conv_layers=2,4;fc_layers=0,1;batch=2,512",
+                  "conv_layers=1;fc_layers=1,3;neurons=2048,4096;batch=1,8")
 METHODS = ("default", "thesis")
 FLOPS_PER_S = 100e9  # a rough sustained rate for the estimate, not a measurement
 PLAN_OVERHEAD_S = 1.5  # fresh worker process + ONNX Runtime session
@@ -98,7 +106,11 @@ def _setting(options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
 # -- which cells ---------------------------------------------------------------
 def group_cells(group: str, backend: str = "onnxruntime",
                 options: dict[str, Any] | None = None, precision: str = "fp32") -> list[SweepCell]:
-    """The cells of a thesis group (``all``: groups 1-4, each cell once) in a fixed order."""
+    """The cells of a thesis group (``all``: groups 1-4, each cell once; ``coverage``: the
+    COVERAGE_GRIDS) in a fixed order."""
+    if group == "coverage":
+        return _unique([c for grid in COVERAGE_GRIDS
+                        for c in parse_grid(grid, backend, options, precision)])
     if group == "all":
         return _unique([c for g in THESIS_GROUPS
                         for c in group_cells(g, backend, options, precision)])
