@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = {"ort": "onnxruntime", "ov": "openvino"}
+PROFILE_BATCHES = (16, 512)
 ONE_THREAD_GRID = "conv_layers=1,3,5;fc_layers=1,3;depth=10,40;batch=16,1024"  # 16 cells, 10 used
 
 
@@ -62,6 +63,9 @@ def main() -> None:
                         help="also fit on the thesis groups plus `sweep --group coverage` "
                              "(about 4 more minutes) and validate those models on the same cells")
     parser.add_argument("--seed", type=int, default=1, help="seed of the held-out draw")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the groups' nets at batches 16 and 512 and fit with "
+                             "those per-layer rows added (about 5 more minutes per backend)")
     args = parser.parse_args()
     global SEED
     SEED = args.seed
@@ -105,6 +109,26 @@ def main() -> None:
                 "--force")
             summary["ort+coverage_to_1t"] = {"held_out": validate(one, out / "held_ort1t.jsonl",
                                                                   args.nets)}
+    if args.profile:
+        from cnn_deploy.arch import THESIS_GROUPS, thesis_group
+
+        nets = ",".join(dict.fromkeys(s.name for g in THESIS_GROUPS for s in thesis_group(g)[0]))
+        for short, backend in BACKENDS.items():
+            prof = out / f"prof_{short}.jsonl"
+            if not prof.exists():  # profile appends: a rerun would add a second copy
+                for batch in PROFILE_BATCHES:
+                    run("profile", "--spec", nets, "-b", backend, "--batch", batch, "--runs", 5,
+                        "--results", prof.with_suffix(".part"))
+                prof.with_suffix(".part").rename(prof)
+            fits = {"profile": [out / f"fit_{short}.jsonl", prof]}
+            if args.coverage:
+                fits["coverage+profile"] = [*fits["profile"], out / f"cov_{short}.jsonl"]
+            for name, files in fits.items():
+                model = out / f"{short}_{name.replace('+', '_')}.json"
+                run("model", "fit", *files, "-o", model, "--force")
+                summary[f"{short}+{name}"] = {
+                    "fit": json.loads(model.read_text())["errors"],
+                    "held_out": validate(model, out / f"held_{short}.jsonl", args.nets)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     for name, s in summary.items():
         for form in ("additive", "thesis"):

@@ -495,6 +495,12 @@ CASES: list[tuple[str, list[Case]]] = [
         C("out-folder", "tune", *SPEC, "-o", "dir.jsonl", files=("dir.jsonl",),
           match=r"folder|-o|--out"),
         C("spec-bad", "tune", "--spec", "lenet", match=r"not a network name"),
+        C("precision-bad", "tune", *SPEC, "--precision", "int8", match=r"--precision.*fp16"),
+        C("trt-no-builder", "tune", *SPEC, "-b", "tensorrt", "--processes", "1",
+          match=r"cannot tune tensorrt's build.*usable here"),
+        C("engine-missing", "tune", "--engine", "none.plan", match=r"GPU|none\.plan"),
+        C("cache-mb-bad", "model", "fit", RESULTS, "--cache-mb", "-5", "-o", "m.json",
+          match=r"--cache-mb"),
     ]),
     ("model fit", [
         C("missing", "model", "fit", "nothere.jsonl", "-o", "m.json", match=r"nothere"),

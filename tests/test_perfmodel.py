@@ -413,9 +413,9 @@ def test_leave_one_net_out_leaves_every_batch_of_the_net_out(monkeypatch: pytest
     seen: list[set[tuple[str, int]]] = []
     real = pm._fit_form
 
-    def spy(form: str, given: Any, cache_mb: float | None = None) -> Any:
+    def spy(form: str, given: Any, cache_mb: float | None = None, parts: Any = ()) -> Any:
         seen.append({(p.spec.name, p.batch) for p in given})
-        return real(form, given, cache_mb)
+        return real(form, given, cache_mb, parts)
 
     monkeypatch.setattr(pm, "_fit_form", spy)
     pm._held_out_ratios("additive", pts)
@@ -459,3 +459,96 @@ def test_weights_beyond_the_cache_are_fitted_from_coverage_cells(tmp_path: Path)
     again = pm.LatencyModel.from_dict(json.loads(json.dumps(both.to_dict())), "m")
     assert again.cache_mb == cache and again.predict(unseen, batch).tiles_per_ms == \
         both.predict(unseen, batch).tiles_per_ms
+
+
+# -- profile records as fitting rows ---------------------------------------------------
+def test_the_parts_add_up_to_the_whole_net() -> None:
+    """Each part's features are its layers' alone; with the call term they sum to the net's."""
+    rng = random.Random(3)
+    for _ in range(200):
+        spec = NetSpec(rng.randint(1, 5), rng.randint(0, 5), depth=rng.randint(4, 96),
+                       neurons=rng.randint(64, 4096), kernel=rng.choice((3, 5)),
+                       padding=rng.choice((0, 1, 2)))
+        batch, cache = rng.randint(1, 4096), rng.choice((None, 1.0, 32.0))
+        parts = pm.part_features(spec, batch, cache)
+        whole = np.array(pm.additive_features(spec, batch, cache))
+        assert whole[0] == 1.0 and np.allclose(whole[1:], sum(parts.values())[1:], rtol=1e-12)
+        assert parts["conv1"][pm.ADDITIVE_TERMS.index("conv_MFLOP")] == 0  # its own terms
+        if spec.conv_layers == 1:
+            assert not parts["conv"].any()
+    assert [pm.part_of(n) for n in ("conv1", "relu_conv1", "conv4", "fc2", "relu_fc2",
+                                    "classifier", "pool", "-", "reshape")] == \
+        ["conv1", "conv1", "conv", "gemm", "gemm", "gemm", "pool", None, None]
+
+
+def profile_record(spec: NetSpec, batch: int, overhead: float = 1.3,
+                   label: str = "onnxruntime extended 2t", run_id: str = "p") -> dict[str, Any]:
+    """A `cnndeploy profile` record of the TRUTH device: one layer per part (ReLUs fused into
+    theirs) whose profiled times are ``overhead`` x the truth, and a reshape."""
+    coef = np.array([TRUTH[t] for t in pm.ADDITIVE_TERMS])
+    names = {"conv1": "conv1+relu_conv1", "conv": "conv2+relu_conv2", "gemm": "fc1+relu_fc1",
+             "pool": "pool"}
+    parts = pm.part_features(spec, batch)
+    layers = [{"arch_layers": names[p], "time_ms": overhead * float(row @ coef)}
+              for p, row in parts.items() if row.any()] + [{"arch_layers": "-", "time_ms": 0.01}]
+    summed = sum(layer["time_ms"] for layer in layers)
+    return {"schema": 1, "kind": "profile", "run_id": run_id, "device": {"kind": "cpu", "slug": DEVICE},
+            "versions": {"onnxruntime": "1.0"}, "model": {"name": spec.name, "spec": {"name": spec.name}},
+            "backend": {"name": "onnxruntime", "label": label, "options": {}}, "batch": batch,
+            "layers": layers, "categories": [{"category": "conv", "time_ms": summed}],
+            "layer_sum_ms": summed, "unprofiled_ms": summed / overhead}
+
+
+def test_profiled_parts_become_rows_the_fit_uses(tmp_path: Path) -> None:
+    """Profile records of the model's device and backend give one row per part, scaled to
+    the unprofiled run; with them the fit pins each part's terms from fewer whole-net cells;
+    a profiled net counts as seen (never a held-out net), and leaving a net out of the
+    interval's fit leaves its profiles out too."""
+    few = [record(s, b, true_tiles_per_ms(s, b)) for g in "12" for s in thesis_group(g)[0]
+           for b in (16, 1024)]
+    profiled = [NetSpec(c, f, depth=d, neurons=n) for c, f, d, n in
+                ((1, 1, 40, 256), (3, 2, 10, 1024), (5, 1, 20, 512), (2, 4, 80, 128),
+                 (4, 3, 5, 2048))]
+    profiles = [profile_record(s, b, run_id=f"p{i}") for i, s in enumerate(profiled)
+                for b in (8, 256, 2048)]
+    profiles += [profile_record(profiled[0], 8, label="openvino latency 2t", run_id="other")]
+    rows = tidy(few + profiles)
+    source = pm.choose_source(rows)
+    parts = pm.part_points(rows, source)
+    assert {q.part for q in parts} == set(pm.PARTS) and len({q.spec for q in parts}) == 5
+    q = next(q for q in parts if q.spec == profiled[1] and q.batch == 256 and q.part == "conv")
+    coef = np.array([TRUTH[t] for t in pm.ADDITIVE_TERMS])
+    assert q.ms == pytest.approx(float(pm.part_features(profiled[1], 256)["conv"] @ coef))
+    with_parts, _ = modelfiles.fit_files([write(tmp_path / "a.jsonl", few + profiles)])
+    assert with_parts.errors["additive"]["profile_rows"] == len(parts)
+    without, _ = modelfiles.fit_files([tmp_path / "a.jsonl"], profiles=False)  # --no-profiles
+    assert "profile_rows" not in without.errors["additive"]
+    assert {s.name for s in profiled} & set(without.nets) == {"lenet_5c1f"}  # also swept
+    assert {s.name for s in profiled} <= set(with_parts.nets)
+    assert not {s.name for s, _ in heldout.draw(40, 1, exclude=with_parts.nets)} & \
+        {s.name for s in profiled}
+    unseen = NetSpec(4, 2, depth=60, neurons=900)
+    truth = true_tiles_per_ms(unseen, 512)
+    assert with_parts.predict(unseen, 512).tiles_per_ms == pytest.approx(truth, rel=0.03)
+    assert np.allclose(with_parts.coef["additive"], coef, rtol=0.05, atol=1e-6)
+
+
+def test_a_real_onnxruntime_profile_gives_parts_that_add_up(tmp_path: Path) -> None:
+    """`cnndeploy profile` on this machine: its record's layers map onto the conv1, gemm and
+    pool parts, and the scaled parts add up to the unprofiled run (less the reshape)."""
+    from typer.testing import CliRunner
+
+    from cnn_deploy.cli import app
+    from cnn_deploy.results.tidy import load
+
+    out = tmp_path / "p.jsonl"
+    done = CliRunner().invoke(app, ["profile", "--spec", "lenet_1c2f", "--batch", "16",
+                                    "--runs", "3", "--results", str(out)])
+    assert done.exit_code == 0, done.output
+    rows = tidy(load([out])[0])
+    (r,) = [r for r in rows if r["kind"] == "profile"][:1]
+    source = pm.Source(r["device"], r["backend"], r["backend_name"], "fp32")
+    parts = {q.part: q.ms for q in pm.part_points(rows, source)}
+    assert set(parts) == {"conv1", "pool", "gemm"} and all(v > 0 for v in parts.values())
+    record_ = json.loads(out.read_text().splitlines()[0])
+    assert sum(parts.values()) == pytest.approx(record_["unprofiled_ms"], rel=0.05)

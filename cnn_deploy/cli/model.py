@@ -90,6 +90,8 @@ def fit(
     cache_mb: Annotated[float | None, typer.Option(help="The device's last-level cache in MB, "
                         "for records that do not name it (made before cnn_deploy recorded it).")]
         = None,
+    profiles: Annotated[bool, typer.Option(help="Add the files' `cnndeploy profile` records as "
+                        "per-layer-part rows of the additive fit.")] = True,
     json_out: _Json = False,
 ) -> None:
     """Fit the thesis's eq. 13 and the additive per-layer model to one device's records."""
@@ -100,7 +102,7 @@ def fit(
         raise PredictError(f"--cache-mb {cache_mb}: give the last-level cache in MB (e.g. 32)")
     if out is not None:
         _new_model_path(out, force, files)
-    model, skipped = modelfiles.fit_files(files, backend, device, cache_mb)
+    model, skipped = modelfiles.fit_files(files, backend, device, cache_mb, profiles)
     path = out or modelfiles.default_path(model.source.device)
     _new_model_path(path, force, files)
     modelfiles.save(model, path)

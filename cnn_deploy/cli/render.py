@@ -211,6 +211,16 @@ def fit_table(model: Any, title: str) -> Table:
         table.add_row(form, *(pct(e, k) for k in ("median_abs_error", "held_out_median_abs_error",
                                                   "held_out_within_10", "held_out_within_20")),
                       f"x/÷ {math.exp(model.interval[form]):.2f}")
+    from cnn_deploy.study.perfmodel import ADDITIVE_TERMS
+
+    dram = model.coef["additive"][ADDITIVE_TERMS.index("weight_dram_MB")]
+    rows = model.errors.get("additive", {}).get("profile_rows")
+    table.caption = (f"additive: {len(model.training)} whole-net cells"
+                     + (f" and {rows:.0f} profiled layer parts" if rows else "")
+                     + ("; last-level cache unknown: no DRAM term" if model.cache_mb is None else
+                        f"; weights beyond the {model.cache_mb:.0f} MB cache: "
+                        + (f"{dram * 1e3:.1f} µs/MB" if dram > 0 else "no term (no cell "
+                           "isolates it: `sweep --group coverage`)")))
     return table
 
 

@@ -40,6 +40,11 @@ def tune(
     from cnn_deploy.bench.tune import TUNE_TIMING
 
     batches = opt.parse_batches(batch)
+    if precision not in ("fp32", "fp16"):
+        from cnn_deploy.errors import BenchError
+
+        raise BenchError(f"--precision takes fp32 or fp16 (the engines built to tune TensorRT), "
+                         f"got '{precision}'")
     if processes < 1 or processes > 20:
         from cnn_deploy.errors import BenchError
 

@@ -77,10 +77,17 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
             conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
                     for layer in r.get("layers") or [] if "conv" in (layer.get("category") or "")
                     or "conv" in (layer.get("constituents") or "")]
+            layers = [(str(layer.get("arch_layers") or ""), float(layer.get("time_ms") or 0.0))
+                      for layer in r.get("layers") or [] if isinstance(layer, dict)]
+            summed, unprofiled = _number(r.get("layer_sum_ms")), _number(r.get("unprofiled_ms"))
             for t in r.get("categories") or []:
                 rows.append({**base, "category": t["category"],
                              "us_per_tile": t["time_ms"] * 1000.0 / batch,
-                             "conv_layer_times": conv})
+                             "conv_layer_times": conv, "layer_times": layers,
+                             "precision": r.get("precision"),
+                             # profiled layer times x this = the unprofiled run's time
+                             "profile_scale": unprofiled / summed if summed and unprofiled
+                             and summed > 0 and unprofiled > 0 else None})
     return rows
 
 

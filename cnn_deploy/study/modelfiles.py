@@ -20,6 +20,7 @@ from cnn_deploy.study.perfmodel import (
     cache_size,
     choose_source,
     fit,
+    part_points,
     points,
     sources,
     thin,
@@ -77,16 +78,19 @@ def setting(rows: Rows, source: Source) -> tuple[dict[str, str], dict[str, Any]]
 
 
 def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None,
-              cache_mb: float | None = None) -> tuple[LatencyModel, list[str]]:
+              cache_mb: float | None = None, profiles: bool = True
+              ) -> tuple[LatencyModel, list[str]]:
     """A model fitted to the bench records of ``paths`` (one source; see choose_source; held-out
-    cells left out), and the damaged lines skipped. ``cache_mb``: the device's last-level
-    cache where the records do not say (records from before it was recorded)."""
+    cells left out), with its profile records' per-part rows (``profiles``), and the damaged
+    lines skipped. ``cache_mb``: the device's last-level cache where the records do not say
+    (records from before it was recorded)."""
     records, skipped = load_records(paths)
     rows = fittable(tidy(records))
     source = choose_source(rows, backend, device)
     versions, options = setting(rows, source)
     cache = cache_size(rows, source) or cache_mb
-    return fit(points(rows, source), source, versions, options, cache), skipped
+    return fit(points(rows, source), source, versions, options, cache,
+               part_points(rows, source) if profiles else ()), skipped
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,

@@ -23,6 +23,7 @@ range gets a warning and twice that.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ MAX_BATCH = 1 << 20  # the largest batch a record or a prediction may speak of
 OUTSIDE_FLOOR = math.log(1.2)  # outside the fitted range, the interval is at least 20 % wider
 WORST_RATIO = 1000.0  # a left-out prediction of no time at all counts as this far off
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
+# The profile rows' weight in all, against the whole-net rows' (what a model predicts). On a
+# 2-core EPYC, 0 to 3 moved the held-out shares by up to 10 points either way (benchmarks/
+# README.md): the parts inform, the totals decide.
+PROFILE_WEIGHT = 0.3
 DRAM_MAX_BATCH = 8  # cells at batches up to this, with weights beyond the cache, tell the
 DRAM_MIN_NETS = 2  # DRAM term apart from the compute terms; with fewer nets it stays zero
 # Terms the thesis groups can tell apart (each column independent of the others over their
@@ -66,6 +71,17 @@ class Point:
     batch: int
     tiles_per_ms: float
     figures: tuple[float, ...] = ()  # each record's tiles/ms
+
+
+@dataclass(frozen=True)
+class PartPoint:
+    """One part of one profiled cell: the median time (ms per batch) of its layers over the
+    profile records, scaled to the unprofiled run."""
+
+    spec: NetSpec
+    batch: int
+    part: str  # one of PARTS
+    ms: float
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,58 @@ def points(rows: Rows, source: Source) -> list[Point]:
             for (spec, batch), v in sorted(cells.items(), key=lambda kv: (kv[0][0].name, kv[0][1]))]
 
 
+def part_points(rows: Rows, source: Source) -> list[PartPoint]:
+    """The per-part times of ``source``'s profile records (`cnndeploy profile`: each layer's
+    time, mapped to the network's layers), each record's times scaled by its unprofiled run
+    over its summed layers (the profiler's own overhead out). A layer spanning two parts
+    (none does on the backends here) leaves its record out."""
+    seen: set[tuple[Any, ...]] = set()
+    cells: dict[tuple[NetSpec, int, str], list[float]] = {}
+    for r in rows:
+        if r.get("kind") != "profile" or str(r.get("device")) != source.device \
+                or str(r.get("backend")) != source.backend \
+                or str(r.get("precision") or "fp32") != source.precision:
+            continue
+        key = (r.get("run_id"), r.get("net"), r.get("batch"))
+        batch, scale = r.get("batch"), r.get("profile_scale")
+        if key in seen or not isinstance(batch, int) or isinstance(batch, bool) \
+                or not 1 <= batch <= MAX_BATCH or not isinstance(scale, float) \
+                or not 0.2 < scale < 5.0 or not isinstance(r.get("net"), str):
+            continue
+        seen.add(key)
+        try:
+            spec = NetSpec.from_name(r["net"])
+        except SpecError:
+            continue
+        times = _part_times(r.get("layer_times") or [])
+        if times is None:
+            continue
+        for part, ms in times.items():
+            if ms > 0 and math.isfinite(ms):
+                cells.setdefault((spec, batch, part), []).append(ms * scale)
+    return [PartPoint(spec, batch, part, statistics.median(v))
+            for (spec, batch, part), v in sorted(cells.items(), key=lambda kv: (
+                kv[0][0].name, kv[0][1], kv[0][2]))]
+
+
+def _part_times(layers: Sequence[Any]) -> dict[str, float] | None:
+    out: dict[str, float] = {}
+    for item in layers:
+        try:
+            names, ms = str(item[0]), float(item[1])
+        except (TypeError, ValueError, IndexError):
+            return None
+        parts = {part_of(n) for n in names.split("+") if n}
+        if not names or None in parts:
+            continue  # a layer of no part (a reshape, a copy): not in the model's terms
+        if len(parts) != 1:
+            return None
+        part = parts.pop()
+        assert part is not None
+        out[part] = out.get(part, 0.0) + ms
+    return out
+
+
 def cache_size(rows: Rows, source: Source) -> float | None:
     """The last-level cache (MB) the records of ``source`` name (the most common figure), or
     None where none does (records from before it was recorded)."""
@@ -145,26 +213,64 @@ def cache_size(rows: Rows, source: Source) -> float | None:
 # -- features ----------------------------------------------------------------------------
 def additive_features(spec: NetSpec, batch: int, cache_mb: float | None = None) -> list[float]:
     """ADDITIVE_TERMS for one batch: the model's time (ms) is their dot product with the
-    coefficients. Per batch: the weights, read once, and those beyond a last-level cache of
-    ``cache_mb`` (None: unknown, no such term). Per tile: FLOPs and the activation bytes each
-    category moves, and the bytes a CPU convolution unfolds into a GEMM (im2col: each output
-    position's receptive field, out² x in-channels x k² elements)."""
-    per_tile = dict.fromkeys(PER_TILE_TERMS, 0.0)
+    coefficients. Per batch: one call, and per layer part (``part_features``, which this sums)
+    its layers, its weights, read once, and its share of the weights beyond a last-level cache
+    of ``cache_mb`` (None: unknown, no such term); per tile: FLOPs and the activation bytes
+    each category moves, and the bytes a CPU convolution unfolds into a GEMM (im2col)."""
+    total = np.zeros(len(ADDITIVE_TERMS))
+    total[0] = 1.0
+    for row in part_features(spec, batch, cache_mb).values():
+        total += row
+    return [float(v) for v in total]
+
+
+PARTS = ("conv1", "conv", "gemm", "pool")  # the layer parts a profile record times apart
+
+
+def part_of(layer: str) -> str | None:
+    """The part of one of ``NetSpec.layer_costs``' layers (a ReLU goes with the layer it
+    follows, as backends fuse it): conv1, conv (the later convs), gemm, pool; else None."""
+    name = layer.removeprefix("relu_")
+    if name == "conv1":
+        return "conv1"
+    if re.fullmatch(r"conv\d+", name):
+        return "conv"
+    if re.fullmatch(r"fc\d+", name) or name == "classifier":
+        return "gemm"
+    return "pool" if name == "pool" else None
+
+
+def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None
+                  ) -> dict[str, np.ndarray]:
+    """ADDITIVE_TERMS of each part's layers alone (no call term): a profile record's time of
+    that part is their dot product with the coefficients. Per tile: FLOPs and activation bytes
+    per category, and for the later convs the bytes they unfold into a GEMM (im2col: each
+    output position's receptive field, out² x in-channels x k² elements)."""
+    rows = {part: np.zeros(len(ADDITIVE_TERMS)) for part in PARTS}
+    col = {t: i for i, t in enumerate(ADDITIVE_TERMS)}
+    sides = spec.conv_sides()
     weights = 0.0
-    costs = spec.layer_costs()
-    for cost in costs:
-        category = "conv1" if cost.layer == "conv1" else cost.category
+    for cost in spec.layer_costs():
+        part = part_of(cost.layer)
+        assert part is not None, cost.layer  # every layer of the family has a part
+        row = rows[part]
         weight_bytes = float(BYTES_PER_ELEMENT * cost.params)
         weights += weight_bytes
-        if f"{category}_MFLOP" in per_tile:
-            per_tile[f"{category}_MFLOP"] += cost.flops / 1e6
-        if f"{category}_MB" in per_tile:
-            per_tile[f"{category}_MB"] += (cost.bytes - weight_bytes) / 1e6
-    sides = spec.conv_sides()
-    per_tile["conv_im2col_MB"] = sum(s * s * spec.depth * spec.kernel**2 for s in sides[1:]) \
-        * BYTES_PER_ELEMENT / 1e6
+        row[col["layers"]] += 1.0
+        row[col["weight_MB"]] += weight_bytes / 1e6
+        category = "conv1" if cost.layer == "conv1" else cost.category
+        if f"{category}_MFLOP" in col:
+            row[col[f"{category}_MFLOP"]] += batch * cost.flops / 1e6
+        if f"{category}_MB" in col:
+            row[col[f"{category}_MB"]] += batch * (cost.bytes - weight_bytes) / 1e6
+        if part == "conv" and cost.category == "conv":
+            side = sides[int(cost.layer.removeprefix("conv")) - 1]
+            row[col["conv_im2col_MB"]] += batch * side * side * spec.depth * spec.kernel**2 \
+                * BYTES_PER_ELEMENT / 1e6
     beyond = max(0.0, weights / 1e6 - cache_mb) if cache_mb else 0.0
-    return [1.0, float(len(costs)), weights / 1e6, beyond, *(batch * v for v in per_tile.values())]
+    for row in rows.values():  # the weights beyond the cache, shared by weight
+        row[col["weight_dram_MB"]] = beyond * row[col["weight_MB"]] * 1e6 / weights if weights else 0.0
+    return rows
 
 
 
@@ -194,18 +300,19 @@ def _tiles_per_ms(form: str, batch: int, value: float) -> float:
     return (batch if form == "additive" else 1.0) / value if value > 0 else math.inf
 
 
-def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients minimising the relative error sum((x·c - y) / y)²
+def _nnls(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative coefficients minimising the relative error sum(w·((x·c - y) / y)²)
     (bounded-variable least squares: scipy's nnls has changed algorithm and failure modes
     across the versions a Jetson's Python 3.10 can install)."""
     from scipy.optimize import lsq_linear
 
-    a = x / y[:, None]
+    root = np.ones(len(y)) if weights is None else np.sqrt(weights)
+    a = x / y[:, None] * root[:, None]
     scale = np.linalg.norm(a, axis=0)
     scale[scale == 0] = 1.0
     try:
         with np.errstate(all="ignore"):
-            found = lsq_linear(a / scale, np.ones(len(y)), bounds=(0.0, np.inf), method="bvls")
+            found = lsq_linear(a / scale, root, bounds=(0.0, np.inf), method="bvls")
     except (np.linalg.LinAlgError, ValueError):
         found = None
     if found is None or not np.all(np.isfinite(found.x)):
@@ -323,9 +430,11 @@ class LatencyModel:
 
 
 def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = None,
-        options: dict[str, Any] | None = None, cache_mb: float | None = None) -> LatencyModel:
+        options: dict[str, Any] | None = None, cache_mb: float | None = None,
+        parts: Sequence[PartPoint] = ()) -> LatencyModel:
     """Both forms fitted to ``pts``, each with its leave-one-net-out interval; ``cache_mb``:
-    the device's last-level cache (``cache_size``)."""
+    the device's last-level cache (``cache_size``); ``parts``: profiled layer times
+    (``part_points``), extra rows for the additive form (nn-Meter's kernel-level fit)."""
     nets = {p.spec for p in pts}
     if len(pts) < MIN_POINTS or len(nets) < MIN_NETS:
         raise PredictError(f"{len(pts)} cells of {len(nets)} networks of {source.describe()} are "
@@ -333,8 +442,8 @@ def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = 
                             "run `cnndeploy sweep --group all` first")
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
-        c = _fit_form(form, pts, cache_mb)
-        ratios = _held_out_ratios(form, pts, cache_mb)
+        c = _fit_form(form, pts, cache_mb, parts)
+        ratios = _held_out_ratios(form, pts, cache_mb, parts)
         held = [abs(r - 1.0) for r in ratios]
         inside = [abs(_predict_point(form, c, p, cache_mb) / p.tiles_per_ms - 1.0) for p in pts]
         coef[form] = [float(v) for v in c]
@@ -343,26 +452,35 @@ def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = 
                         "held_out_median_abs_error": float(np.median(held)),
                         "held_out_within_10": float(np.mean(np.array(held) <= 0.10)),
                         "held_out_within_20": float(np.mean(np.array(held) <= 0.20))}
+        if form == "additive" and parts:
+            errors[form]["profile_rows"] = float(len(parts))
     ranges = {f: [min(_field(p, f) for p in pts), max(_field(p, f) for p in pts)]
               for f in RANGE_FIELDS}
     training = [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts]
     return LatencyModel(source, coef, interval, errors, ranges, training, dict(versions or {}),
-                        dict(options or {}), cache_mb=cache_mb)
+                        dict(options or {}), nets=[p.spec.name for p in parts], cache_mb=cache_mb)
 
 
 def _field(p: Point, name: str) -> int:
     return p.batch if name == "batch" else int(getattr(p.spec, name))
 
 
-def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None) -> np.ndarray:
+def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None,
+              parts: Sequence[PartPoint] = ()) -> np.ndarray:
     x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
+    weights = np.ones(len(y))
+    if form == "additive" and parts:  # one more row per profiled part, in ms per batch too
+        x = np.vstack([x, [part_features(q.spec, q.batch, cache_mb)[q.part] for q in parts]])
+        y = np.concatenate([y, [q.ms for q in parts]])
+        weights = np.concatenate([weights, np.full(len(parts), PROFILE_WEIGHT * len(pts)
+                                                   / len(parts))])
     if form != "additive" or dram_identified(pts, cache_mb):
-        return _nnls(x, y)
+        return _nnls(x, y, weights)
     dram = ADDITIVE_TERMS.index("weight_dram_MB")
     keep = [i for i in range(x.shape[1]) if i != dram]
     out = np.zeros(x.shape[1])
-    out[keep] = _nnls(x[:, keep], y)
+    out[keep] = _nnls(x[:, keep], y, weights)
     return out
 
 
@@ -382,11 +500,14 @@ def _predict_point(form: str, coef: np.ndarray, p: Point, cache_mb: float | None
     return _tiles_per_ms(form, p.batch, value)
 
 
-def _held_out_ratios(form: str, pts: Sequence[Point], cache_mb: float | None = None) -> list[float]:
-    """predicted / measured of every point, each predicted by a fit without its net."""
+def _held_out_ratios(form: str, pts: Sequence[Point], cache_mb: float | None = None,
+                     parts: Sequence[PartPoint] = ()) -> list[float]:
+    """predicted / measured of every point, each predicted by a fit without its net (its
+    profiles left out too)."""
     out: list[float] = []
     for net in {p.spec for p in pts}:
-        c = _fit_form(form, [p for p in pts if p.spec != net], cache_mb)
+        c = _fit_form(form, [p for p in pts if p.spec != net], cache_mb,
+                      [q for q in parts if q.spec != net])
         out += [_predict_point(form, c, p, cache_mb) / p.tiles_per_ms for p in pts if p.spec == net]
     return out
 
