@@ -221,3 +221,23 @@ def test_every_figure_says_what_it_was_measured_on_and_with(built: Path) -> None
     import onnxruntime
 
     assert f"onnxruntime {onnxruntime.__version__} (" in table and "threads=" in table
+
+
+def test_a_coverage_net_stays_out_of_the_thesis_figures() -> None:
+    """`sweep --group coverage` writes lenet_1c1f_k3 and lenet_2c1f_p2 beside the thesis
+    groups: same layer counts, another net. Fig. 10/11 keep to the 5x5 valid family, and a
+    record from before kernel and padding were recorded counts as that family."""
+    from cnn_deploy.arch import NetSpec
+
+    def rec(spec: NetSpec, tiles: float, full: bool = True) -> dict[str, Any]:
+        fields = spec.to_dict() if full else {k: v for k, v in spec.to_dict().items()
+                                               if k not in ("kernel", "padding", "pool")}
+        return {"schema": 1, "kind": "bench", "device": {"slug": "cpu-x"}, "batch": 16,
+                "model": {"name": spec.name, "spec": fields},
+                "backend": {"name": "onnxruntime", "label": "ort"}, "stats": {"tiles_per_ms": tiles}}
+
+    rows = tidy([rec(NetSpec(1, 1), 10.0), rec(NetSpec(1, 1, kernel=3), 99.0),
+                 rec(NetSpec(2, 1, padding=2), 99.0), rec(NetSpec(1, 2), 8.0, full=False)])
+    fig10, fig11 = rep.figures(rows)[:2]
+    assert sorted(r["tiles_per_ms"] for r in fig10.rows) == [8.0, 10.0]
+    assert [r["tiles_per_ms"] for r in fig11.rows] == [10.0]

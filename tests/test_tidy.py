@@ -87,8 +87,9 @@ def test_the_cache_a_backend_reads_through(tmp_path: Path) -> None:
     assert cpu_llc_bytes(tmp_path) is None
     device = {"kind": "cuda", "llc_bytes": 32 << 20, "gpu": {"l2_cache_bytes": 50 << 20}}
     base = {"kind": "bench", "device": device, "stats": {"tiles_per_ms": 1.0}}
-    cpu, gpu, old = tidy([{**base, "backend": {"device": "cpu"}},
-                          {**base, "backend": {"device": "cuda"}},
-                          {**base, "device": {"kind": "cpu"}, "backend": {"device": "cpu"}}])
+    cpu, gpu, gpu1, old = tidy([{**base, "backend": {"device": "cpu"}},
+                                {**base, "backend": {"device": "cuda"}},
+                                {**base, "backend": {"device": "cuda:1"}},
+                                {**base, "device": {"kind": "cpu"}, "backend": {"device": "cpu"}}])
     assert cpu["cache_mb"] == pytest.approx(33.554432) and gpu["cache_mb"] == pytest.approx(52.428800)
-    assert old["cache_mb"] is None
+    assert gpu1["cache_mb"] == gpu["cache_mb"] and old["cache_mb"] is None

@@ -43,6 +43,9 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
         base = {"kind": r.get("kind"), "net": spec.get("name") or model.get("name"),
                 "conv_layers": spec.get("conv_layers"), "fc_layers": spec.get("fc_layers"),
                 "depth": spec.get("depth"), "neurons": spec.get("neurons"),
+                # records from before these varied name the thesis's 5x5 valid convs, 2x2 pool
+                **({k: spec.get(k, d) for k, d in (("kernel", 5), ("padding", 0), ("pool", 2))}
+                   if spec else {"kernel": None, "padding": None, "pool": None}),
                 "backend": backend.get("label"), "backend_name": backend.get("name"),
                 "baseline": (bool(backend["baseline"]) if "baseline" in backend
                              else "[baseline]" in str(backend.get("label") or "")),  # older records
@@ -77,7 +80,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
             conv = [(layer.get("arch_layers") or "", layer.get("time_ms") or 0.0)
                     for layer in r.get("layers") or [] if "conv" in (layer.get("category") or "")
                     or "conv" in (layer.get("constituents") or "")]
-            layers = [(str(layer.get("arch_layers") or ""), float(layer.get("time_ms") or 0.0))
+            layers = [(str(layer.get("arch_layers") or ""), _number(layer.get("time_ms")) or 0.0)
                       for layer in r.get("layers") or [] if isinstance(layer, dict)]
             summed, unprofiled = _number(r.get("layer_sum_ms")), _number(r.get("unprofiled_ms"))
             for t in r.get("categories") or []:
@@ -154,7 +157,8 @@ def _cache_mb(device: dict[str, Any], backend: dict[str, Any]) -> float | None:
     """The last-level cache the backend's weights pass through, in MB: the GPU's L2 for a
     CUDA backend, else the CPU's last level (None where the record does not say)."""
     gpu = _dict(device, "gpu")
-    size = gpu.get("l2_cache_bytes") if backend.get("device") == "cuda" else device.get("llc_bytes")
+    on_gpu = str(backend.get("device") or "").startswith("cuda")  # 'cuda', 'cuda:1'
+    size = gpu.get("l2_cache_bytes") if on_gpu else device.get("llc_bytes")
     number = _number(size)
     return number / 1e6 if number and number > 0 else None
 

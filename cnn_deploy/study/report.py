@@ -87,6 +87,9 @@ class Figure:
     path: Path | None = None
 
 
+SHAPE = {"kernel": 5, "padding": 0, "pool": 2}  # the thesis's convolutions and pooling
+
+
 def _bench(rows: Rows) -> Rows:
     return [r for r in rows if r["kind"] == "bench" and r.get("tiles_per_ms") is not None
             and r.get("conv_layers") is not None]
@@ -99,7 +102,9 @@ def _largest_batch(rows: Rows, prefer: int = 1024) -> int | None:
 
 def _family(rows: Rows, fixed: dict[str, Any], x: str, series: str,
             at_batch: bool = False) -> Rows:
-    rows = [r for r in _bench(rows) if all(r.get(k) == v for k, v in fixed.items())]
+    # by fields, so only the thesis's shape: a 3x3 or same-padded net (`sweep --group
+    # coverage`, held-out cells) has a thesis net's layer counts but is not that net
+    rows = [r for r in _bench(rows) if all(r.get(k) == v for k, v in {**SHAPE, **fixed}.items())]
     if at_batch:
         rows = select(rows, batch=_largest_batch(rows))
     out = median_by(rows, [x, series, "backend", "device"], "tiles_per_ms")
