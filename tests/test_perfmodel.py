@@ -483,20 +483,24 @@ def test_the_parts_add_up_to_the_whole_net() -> None:
 
 def profile_record(spec: NetSpec, batch: int, overhead: float = 1.3,
                    label: str = "onnxruntime extended 2t", run_id: str = "p") -> dict[str, Any]:
-    """A `cnndeploy profile` record of the TRUTH device: one layer per part (ReLUs fused into
-    theirs) whose profiled times are ``overhead`` x the truth, and a reshape."""
+    """A `cnndeploy profile` record of the TRUTH device: one profiled layer per part naming
+    its layers (ReLUs fused in), at ``overhead`` x their true time, and a reshape; the
+    unprofiled run is the true time, the call's fixed cost included."""
     coef = np.array([TRUTH[t] for t in pm.ADDITIVE_TERMS])
-    names = {"conv1": "conv1+relu_conv1", "conv": "conv2+relu_conv2", "gemm": "fc1+relu_fc1",
-             "pool": "pool"}
+    names: dict[str, list[str]] = {}
+    for cost in spec.layer_costs():
+        part = pm.part_of(cost.layer)
+        assert part is not None
+        names.setdefault(part, []).append(cost.layer)
     parts = pm.part_features(spec, batch)
-    layers = [{"arch_layers": names[p], "time_ms": overhead * float(row @ coef)}
-              for p, row in parts.items() if row.any()] + [{"arch_layers": "-", "time_ms": 0.01}]
+    layers = [{"arch_layers": "+".join(names[p]), "time_ms": overhead * float(row @ coef)}
+              for p, row in parts.items() if p in names] + [{"arch_layers": "-", "time_ms": 0.0}]
     summed = sum(layer["time_ms"] for layer in layers)
     return {"schema": 1, "kind": "profile", "run_id": run_id, "device": {"kind": "cpu", "slug": DEVICE},
             "versions": {"onnxruntime": "1.0"}, "model": {"name": spec.name, "spec": {"name": spec.name}},
             "backend": {"name": "onnxruntime", "label": label, "options": {}}, "batch": batch,
             "layers": layers, "categories": [{"category": "conv", "time_ms": summed}],
-            "layer_sum_ms": summed, "unprofiled_ms": summed / overhead}
+            "layer_sum_ms": summed, "unprofiled_ms": TRUTH["call"] + summed / overhead}
 
 
 def test_profiled_parts_become_rows_the_fit_uses(tmp_path: Path) -> None:
@@ -518,7 +522,14 @@ def test_profiled_parts_become_rows_the_fit_uses(tmp_path: Path) -> None:
     assert {q.part for q in parts} == set(pm.PARTS) and len({q.spec for q in parts}) == 5
     q = next(q for q in parts if q.spec == profiled[1] and q.batch == 256 and q.part == "conv")
     coef = np.array([TRUTH[t] for t in pm.ADDITIVE_TERMS])
-    assert q.ms == pytest.approx(float(pm.part_features(profiled[1], 256)["conv"] @ coef))
+    own = float(pm.part_features(profiled[1], 256)["conv"] @ coef)
+    assert q.ms == pytest.approx(own + q.share * TRUTH["call"])  # its share of the call
+    assert sum(r.share for r in parts if r.spec == profiled[1] and r.batch == 256) \
+        == pytest.approx(1.0)
+    # a record whose layers do not name each of the net's layers once is left out
+    broken = profile_record(profiled[2], 8, run_id="broken")
+    broken["layers"][0]["arch_layers"] = "conv1+relu_conv1+conv2"
+    assert not [r for r in pm.part_points(tidy([*few, broken]), source)]
     with_parts, _ = modelfiles.fit_files([write(tmp_path / "a.jsonl", few + profiles)])
     assert with_parts.errors["additive"]["profile_rows"] == len(parts)
     without, _ = modelfiles.fit_files([tmp_path / "a.jsonl"], profiles=False)  # --no-profiles
@@ -535,7 +546,7 @@ def test_profiled_parts_become_rows_the_fit_uses(tmp_path: Path) -> None:
 
 def test_a_real_onnxruntime_profile_gives_parts_that_add_up(tmp_path: Path) -> None:
     """`cnndeploy profile` on this machine: its record's layers map onto the conv1, gemm and
-    pool parts, and the scaled parts add up to the unprofiled run (less the reshape)."""
+    pool parts, and the scaled parts add up to the unprofiled run less the unmapped reshape."""
     from typer.testing import CliRunner
 
     from cnn_deploy.cli import app
@@ -551,4 +562,7 @@ def test_a_real_onnxruntime_profile_gives_parts_that_add_up(tmp_path: Path) -> N
     parts = {q.part: q.ms for q in pm.part_points(rows, source)}
     assert set(parts) == {"conv1", "pool", "gemm"} and all(v > 0 for v in parts.values())
     record_ = json.loads(out.read_text().splitlines()[0])
-    assert sum(parts.values()) == pytest.approx(record_["unprofiled_ms"], rel=0.05)
+    mapped = sum(layer["time_ms"] for layer in record_["layers"] if layer["arch_layers"])
+    assert sum(parts.values()) == pytest.approx(
+        record_["unprofiled_ms"] * mapped / record_["layer_sum_ms"], rel=1e-6)
+    assert mapped > 0.8 * record_["layer_sum_ms"]  # the reshape is a sliver

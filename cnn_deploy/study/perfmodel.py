@@ -82,6 +82,7 @@ class PartPoint:
     batch: int
     part: str  # one of PARTS
     ms: float
+    share: float = 1.0  # its share of the profiled layers' time: its share of the call term
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,12 @@ def points(rows: Rows, source: Source) -> list[Point]:
 def part_points(rows: Rows, source: Source) -> list[PartPoint]:
     """The per-part times of ``source``'s profile records (`cnndeploy profile`: each layer's
     time, mapped to the network's layers), each record's times scaled by its unprofiled run
-    over its summed layers (the profiler's own overhead out). A layer spanning two parts
-    (none does on the backends here) leaves its record out."""
+    over its summed layers (the profiler's own overhead out), so the parts carry the call's
+    fixed cost too: each part row gets its share of the call term. A record whose layers do
+    not name each of the net's layers exactly once (a mapping gone wrong), or whose layer
+    spans two parts, is left out."""
     seen: set[tuple[Any, ...]] = set()
-    cells: dict[tuple[NetSpec, int, str], list[float]] = {}
+    cells: dict[tuple[NetSpec, int, str], list[tuple[float, float]]] = {}
     for r in rows:
         if r.get("kind") != "profile" or str(r.get("device")) != source.device \
                 or str(r.get("backend")) != source.backend \
@@ -173,19 +176,24 @@ def part_points(rows: Rows, source: Source) -> list[PartPoint]:
             spec = NetSpec.from_name(r["net"])
         except SpecError:
             continue
-        times = _part_times(r.get("layer_times") or [])
-        if times is None:
+        times = _part_times(r.get("layer_times") or [], spec)
+        total = sum(times.values()) if times else 0.0
+        if not times or not total > 0 or not math.isfinite(total):
             continue
         for part, ms in times.items():
-            if ms > 0 and math.isfinite(ms):
-                cells.setdefault((spec, batch, part), []).append(ms * scale)
-    return [PartPoint(spec, batch, part, statistics.median(v))
+            if ms > 0:
+                cells.setdefault((spec, batch, part), []).append((ms * scale, ms / total))
+    return [PartPoint(spec, batch, part, statistics.median(m for m, _ in v),
+                      statistics.median(f for _, f in v))
             for (spec, batch, part), v in sorted(cells.items(), key=lambda kv: (
                 kv[0][0].name, kv[0][1], kv[0][2]))]
 
 
-def _part_times(layers: Sequence[Any]) -> dict[str, float] | None:
+def _part_times(layers: Sequence[Any], spec: NetSpec) -> dict[str, float] | None:
+    """Each part's summed layer time; None unless every conv, pool and FC layer of ``spec``
+    is named by exactly one profiled layer and no profiled layer spans two parts."""
     out: dict[str, float] = {}
+    named: list[str] = []
     for item in layers:
         try:
             names, ms = str(item[0]), float(item[1])
@@ -194,12 +202,14 @@ def _part_times(layers: Sequence[Any]) -> dict[str, float] | None:
         parts = {part_of(n) for n in names.split("+") if n}
         if not names or None in parts:
             continue  # a layer of no part (a reshape, a copy): not in the model's terms
-        if len(parts) != 1:
+        if len(parts) != 1 or not ms >= 0 or not math.isfinite(ms):
             return None
+        named += [n for n in names.split("+") if not n.startswith("relu_")]
         part = parts.pop()
         assert part is not None
         out[part] = out.get(part, 0.0) + ms
-    return out
+    wanted = [c.layer for c in spec.layer_costs() if not c.layer.startswith("relu_")]
+    return out if sorted(named) == sorted(wanted) else None
 
 
 def cache_size(rows: Rows, source: Source) -> float | None:
@@ -471,7 +481,7 @@ def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None,
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
     weights = np.ones(len(y))
     if form == "additive" and parts:  # one more row per profiled part, in ms per batch too
-        x = np.vstack([x, [part_features(q.spec, q.batch, cache_mb)[q.part] for q in parts]])
+        x = np.vstack([x, [_part_row(q, cache_mb) for q in parts]])
         y = np.concatenate([y, [q.ms for q in parts]])
         weights = np.concatenate([weights, np.full(len(parts), PROFILE_WEIGHT * len(pts)
                                                    / len(parts))])
@@ -482,6 +492,12 @@ def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None,
     out = np.zeros(x.shape[1])
     out[keep] = _nnls(x[:, keep], y, weights)
     return out
+
+
+def _part_row(q: PartPoint, cache_mb: float | None) -> np.ndarray:
+    row = part_features(q.spec, q.batch, cache_mb)[q.part].copy()
+    row[0] = q.share  # the profiled time holds the call's fixed cost, spread over the parts
+    return row
 
 
 def dram_identified(pts: Sequence[Point], cache_mb: float | None) -> bool:
