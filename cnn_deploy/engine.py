@@ -168,6 +168,9 @@ def _versions_compatible(built: str, runtime: str, version_compatible: bool) -> 
     return r == b or (version_compatible and r >= b and (r[0] == b[0] or (b[0], r[0]) == (10, 11)))
 
 
+DEFAULT_OPT_LEVEL = 3  # IBuilderConfig.builder_optimization_level's default
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     precision: str = "fp32"
@@ -426,23 +429,27 @@ def engine_for_spec(spec_name: str, precision: str, max_batch: int, *, root: Pat
             onnx.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(made), onnx)
     plan = engine_path(onnx, precision, folder.name, root)
-    if _reusable(plan, str(trt.__version__), gpu_name, cc, onnx, max_batch, None):
-        return plan, False
+    if _reusable(plan, str(trt.__version__), gpu_name, cc, onnx, max_batch):
+        return plan, False  # whatever its level: `build --opt-level` (or tuned) made it so
     options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
                            max_batch=max_batch, timing_cache=folder / "timing.cache")
     return build_engine(onnx, options, plan, progress)[0], True
 
 
 def _reusable(plan: Path, trt_version: str, gpu_name: str, cc: tuple[int, int], onnx: Path,
-              max_batch: int, opt_level: int | None) -> bool:
-    """Whether ``plan`` is what a build here would make: this TensorRT and GPU, the same ONNX
-    file, a profile from 1 up to at least ``max_batch``, true fp32, the same level."""
+              max_batch: int, opt_level: int | None = None) -> bool:
+    """Whether ``plan`` serves as a build here would: this TensorRT and GPU, the same ONNX
+    file, a profile from 1 up to at least ``max_batch``, true fp32; with ``opt_level``, built
+    at that level (unset is TensorRT's 3) with its profile optimised for ``max_batch``."""
     sidecar = read_sidecar(plan) if plan.is_file() else None
     return (sidecar is not None and sidecar.tensorrt_version == trt_version
             and sidecar.gpu_name == gpu_name and tuple(sidecar.compute_capability) == tuple(cc)
             and sidecar.source_sha256 == file_sha256(onnx) and sidecar.max_batch >= max_batch
             and sidecar.min_batch == 1 and sidecar.tf32 is False  # fp32 means TF32 off
-            and not sidecar.version_compatible and sidecar.opt_level == opt_level)
+            and not sidecar.version_compatible
+            and (opt_level is None or ((sidecar.opt_level if sidecar.opt_level is not None
+                                        else DEFAULT_OPT_LEVEL) == opt_level
+                                       and sidecar.opt_batch == sidecar.max_batch == max_batch)))
 
 
 def engines_for_levels(onnx: Path, precision: str, max_batch: int, levels: Sequence[int], *,
@@ -450,7 +457,9 @@ def engines_for_levels(onnx: Path, precision: str, max_batch: int, levels: Seque
                        progress: Callable[[str], None] | None = None) -> list[tuple[int, Path]]:
     """One engine of ``onnx`` per builder optimisation level, for `cnndeploy tune` to time:
     ``engines/<gpu>/tune/<stem>_<precision>_O<level>.plan``, profile 1..``max_batch`` (opt at
-    the top), one timing cache per GPU folder; an engine a rerun would build again is reused."""
+    the top), each built without a timing cache (a cache hit reuses the tactic another level
+    chose, and the levels would not be compared); an engine a rerun would build again is
+    reused."""
     _check_precision(precision)
     trt, (gpu_name, cc) = _builder_and_gpu()
     folder = root / gpu_slug(gpu_name, cc)
@@ -460,8 +469,7 @@ def engines_for_levels(onnx: Path, precision: str, max_batch: int, levels: Seque
         if not _reusable(plan, str(trt.__version__), gpu_name, cc, onnx, max_batch, level):
             plan.parent.mkdir(parents=True, exist_ok=True)
             options = BuildOptions(precision=precision, min_batch=1, opt_batch=max_batch,
-                                   max_batch=max_batch, timing_cache=folder / "timing.cache",
-                                   opt_level=level)
+                                   max_batch=max_batch, opt_level=level)
             build_engine(onnx, options, plan, progress)
         out.append((level, plan))
     return out

@@ -304,16 +304,18 @@ class TuneOutcome:
     path: Path
     choices: list[Any]
     target: Target
+    notes: list[str] = field(default_factory=list)
 
 
 def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequence[int] = (1, 1024),
          *, processes: int = 3, timing: TimingConfig | None = None, out: Path | None = None,
-         on_cell: Callable[[Measurement], None] | None = None, precision: str = "fp32",
+         on_cell: Callable[[Measurement], None] | None = None, precision: str | None = None,
          progress: Callable[[str], None] | None = None) -> TuneOutcome:
     """Search each backend's tune space for ``target`` here and write the per-device tuning
     file (``results/tuning/<device>.json`` unless ``out``). A backend with a build space
-    (TensorRT) given an ONNX file gets one ``precision`` engine per build setting, each timed
-    with its runner's defaults; given an engine, its runner's options are searched."""
+    (TensorRT) given an ONNX file gets one ``precision`` engine (default: the file's own) per
+    build setting, each timed with its runner's defaults; given an engine, its runner's
+    options are searched. A backend not named that cannot build here is left out, with a note."""
     from cnn_deploy.bench import tune as tuning
     from cnn_deploy.device import device_record
 
@@ -327,17 +329,25 @@ def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequenc
     timing = timing or tuning.TUNE_TIMING
     builds = [n for n in names if registry.get(n).build_space and target.engine is None
               and target.onnx is not None and (named or _runs_here(n))]
-    choices = []
+    choices, notes = [], []
     for name in builds:  # first (a build that cannot run fails before minutes of timing)
-        choice = _tune_builds(name, target, batches, precision, timing, processes, on_cell,
-                              progress)
+        from cnn_deploy.errors import EngineError
+
+        try:
+            choice = _tune_builds(name, target, batches, precision, timing, processes, on_cell,
+                                  progress)
+        except EngineError as exc:
+            if named:
+                raise
+            notes.append(f"{name} left out: {exc}")
+            continue
         if choice is not None:
             choices.append(choice)
     if [n for n in names if n not in builds]:
         choices += tuning.search(target, [n for n in names if n not in builds], batches,
                                  timing=timing, processes=processes, on_cell=on_cell)
     tuning.save(choices, path, net=target.name, batches=batches, device=record)
-    return TuneOutcome(path, choices, target)
+    return TuneOutcome(path, choices, target, notes)
 
 
 def _runs_here(backend: str) -> bool:
@@ -347,16 +357,17 @@ def _runs_here(backend: str) -> bool:
     return usable(entry, entry.resolve({}))[0]
 
 
-def _tune_builds(name: str, target: Target, batches: Sequence[int], precision: str,
+def _tune_builds(name: str, target: Target, batches: Sequence[int], precision: str | None,
                  timing: TimingConfig, processes: int,
                  on_cell: Callable[[Measurement], None] | None,
                  progress: Callable[[str], None] | None) -> Any:
     from dataclasses import replace
 
     from cnn_deploy.bench import tune as tuning
-    from cnn_deploy.engine import NoBuilderError, engines_for_levels
+    from cnn_deploy.engine import NoBuilderError, engines_for_levels, onnx_precision
 
     assert target.onnx is not None
+    precision = precision or onnx_precision(target.onnx)
     wanted = tuning.build_candidates(name)
     space = registry.get(name).build_space
     levels = [c.get("opt_level", space["opt_level"][0]) for c in wanted]
@@ -370,6 +381,18 @@ def _tune_builds(name: str, target: Target, batches: Sequence[int], precision: s
     builds = [(c, replace(target, engine=plan)) for c, (_, plan) in zip(wanted, plans, strict=True)]
     return tuning.search_builds(name, builds, batches, timing=timing, processes=processes,
                                 on_cell=on_cell)
+
+
+def tuned_options(backend: str, enabled: bool) -> tuple[dict[str, Any], list[str]]:
+    """The options `cnndeploy tune` kept for ``backend`` on this device (none when not
+    ``enabled``), and the notes to show: what a command given no -o runs."""
+    from cnn_deploy.bench.tune import apply
+
+    path = tuning_file(enabled)
+    if path is None:
+        return {}, []
+    tuned, notes = apply({}, [backend], path)
+    return tuned.get(backend, {}), notes
 
 
 def tuned_build_options(backend: str, enabled: bool) -> tuple[dict[str, Any], str | None]:

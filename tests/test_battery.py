@@ -28,6 +28,16 @@ FAST = ("--duration", "0.01", "--warmup", "0", "--iterations", "2", "--processes
 SPEC = ("--spec", "lenet_1c1f")
 
 
+def _has_trt_builder() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import tensorrt
+
+    return hasattr(tensorrt, "Builder")
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -496,8 +506,9 @@ CASES: list[tuple[str, list[Case]]] = [
           match=r"folder|-o|--out"),
         C("spec-bad", "tune", "--spec", "lenet", match=r"not a network name"),
         C("precision-bad", "tune", *SPEC, "--precision", "int8", match=r"--precision.*fp16"),
-        C("trt-no-builder", "tune", *SPEC, "-b", "tensorrt", "--processes", "1",
-          match=r"cannot tune tensorrt's build.*usable here"),
+        *([] if _has_trt_builder() else [  # where one is installed, this tune would run
+            C("trt-no-builder", "tune", *SPEC, "-b", "tensorrt", "--processes", "1",
+              match=r"cannot tune tensorrt's build.*usable here")]),
         C("engine-missing", "tune", "--engine", "none.plan", match=r"GPU|none\.plan"),
         C("cache-mb-bad", "model", "fit", RESULTS, "--cache-mb", "-5", "-o", "m.json",
           match=r"--cache-mb"),

@@ -790,12 +790,16 @@ def test_report_and_compare_refuse_files_without_records(tmp_path: Path) -> None
 
 
 CLOSED_PIPE = """
-import sys
+import os, sys
+if sys.argv[1] == "closed":  # standard output a pipe whose reader has gone, as after `| head`
+    read, write = os.pipe()
+    os.close(read)
+    os.dup2(write, 1)
 from cnn_deploy.cli import main, render
 def closed(*args, **kwargs):
     raise BrokenPipeError(32, "Broken pipe")
 render.out.print = closed
-sys.argv = ["cnndeploy", *sys.argv[1:]]
+sys.argv = ["cnndeploy", *sys.argv[2:]]
 main()
 """
 
@@ -803,11 +807,15 @@ main()
 @pytest.mark.parametrize("args", [["backends"], ["data", "info"]])
 def test_a_closed_pipe_is_no_traceback(args: list[str]) -> None:
     """`cnndeploy ... | head`: the reader has gone away when a command prints its table; it
-    stops without a traceback or an "internal error" line."""
+    stops without a traceback or an "internal error" line. A broken pipe elsewhere, with
+    standard output fine, is a bug and says so."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", CLOSED_PIPE, *args], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode in (1, 141), done.stderr
+    done = subprocess.run([sys.executable, "-c", CLOSED_PIPE, "closed", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141, done.stderr
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    other = subprocess.run([sys.executable, "-c", CLOSED_PIPE, "open", *args],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 1 and "internal error: an unexpected BrokenPipeError" in other.stderr

@@ -566,3 +566,10 @@ def test_a_real_onnxruntime_profile_gives_parts_that_add_up(tmp_path: Path) -> N
     assert sum(parts.values()) == pytest.approx(
         record_["unprofiled_ms"] * mapped / record_["layer_sum_ms"], rel=1e-6)
     assert mapped > 0.8 * record_["layer_sum_ms"]  # the reshape is a sliver
+
+
+def test_profiles_of_another_setting_are_named_not_silently_dropped(tmp_path: Path) -> None:
+    rows = [*sweep_records(passes=1), profile_record(NetSpec(2, 2), 16, label="onnxruntime all 2t")]
+    model, skipped = modelfiles.fit_files([write(tmp_path / "a.jsonl", rows)])
+    assert "profile_rows" not in model.errors["additive"]
+    assert any("1 profile records: none is of onnxruntime extended 2t" in s for s in skipped)

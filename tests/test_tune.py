@@ -222,8 +222,16 @@ def test_tensorrt_build_level_is_tuned_and_build_uses_it(tmp_path: Path,
     entry = json.loads(outcome.path.read_text())["backends"]["tensorrt"]
     assert entry["options"] == {} and entry["build"]["options"] == {"opt_level": 5}
     assert len(entry["build"]["tried"]) == 3
+    assert "cache_in" not in fake.calls  # no shared timing cache: each level picks its own
     jobs.tune(target, ["tensorrt"], [16, 256], processes=3)
     assert levels_built == [3, 4, 5]  # the engines of the first run are reused
+    o5 = Path("engines/nvidia-h100-80gb-hbm3-sm90/tune/lenet_1c1f_fp32_O5.plan")
+    o3 = o5.with_name("lenet_1c1f_fp32_O3.plan")
+    key = (fake.__version__, H100, (9, 0), onnx, 256)
+    assert engine._reusable(o5, *key, 5) and not engine._reusable(o5, *key, 3)
+    assert engine._reusable(o3, *key, 3) and not engine._reusable(o3, *key, 5)
+    assert engine._reusable(o5, *key)  # a sweep reuses an engine of any level
+    assert not engine._reusable(o5, *key[:-1], 128, 5)  # optimised for another batch
 
     result = runner.invoke(app, ["build", str(onnx), "--max-batch", "256"])
     assert result.exit_code == 0, result.output
@@ -243,6 +251,17 @@ def test_tensorrt_build_level_is_tuned_and_build_uses_it(tmp_path: Path,
     assert tune.build_options("tensorrt", outcome.path) == ({}, None)
 
 
+def _has_trt_builder() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import tensorrt
+
+    return hasattr(tensorrt, "Builder")
+
+
+@pytest.mark.skipif(_has_trt_builder(), reason="a TensorRT builder is installed here")
 def test_tuning_tensorrt_without_a_builder_says_what_runs_here(tmp_path: Path) -> None:
     """No TensorRT builder here: named, it is a clear error before any timing; by default the
     backends that run here are tuned and TensorRT is left out."""
@@ -258,3 +277,18 @@ def test_tuning_tensorrt_without_a_builder_says_what_runs_here(tmp_path: Path) -
     assert tune.build_candidates("tensorrt") == [{}, {"opt_level": 4}, {"opt_level": 5}]
     assert tune.candidates("tensorrt") == [{}, {"spin": True}, {"cuda_graph": True},
                                            {"cuda_graph": True, "spin": True}]
+
+
+def test_profile_runs_the_tuned_setting_so_its_records_match_the_sweeps(tmp_path: Path) -> None:
+    """A latency model takes profile rows of the backend setting its sweep ran: profile
+    applies the tuning file as sweep does (and --no-tune does not)."""
+    from cnn_deploy.results.tidy import load, tidy
+
+    write_tuning({"opt_level": "all"})
+    for flag, label in (([], "onnxruntime all"), (["--no-tune"], "onnxruntime extended")):
+        out = tmp_path / f"p{len(flag)}.jsonl"
+        done = runner.invoke(app, ["profile", "--spec", "lenet_1c1f", "--batch", "4", "--runs",
+                                   "1", "--results", str(out), *flag])
+        assert done.exit_code == 0, done.output
+        (row, *_) = tidy(load([out])[0])
+        assert row["backend"].startswith(label), row["backend"]

@@ -135,7 +135,8 @@ class TrtRunner(Runner):
 
     @property
     def label(self) -> str:
-        extra = " cuda-graph" if self.options["cuda_graph"] else ""
+        extra = (" cuda-graph" if self.options["cuda_graph"] else "") + (
+            " spin" if self.options["spin"] else "")
         return f"tensorrt {self.plan.stem}{extra}"
 
     @property

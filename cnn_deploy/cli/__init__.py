@@ -67,9 +67,9 @@ class _Group(TyperGroup):
             raise typer.Exit(130) from None
         except (ClickException, typer.Exit, typer.Abort):
             raise
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
-            _stdout_gone()
         except Exception as exc:
+            if isinstance(exc, BrokenPipeError) and _stdout_broken():
+                _stdout_gone()  # the reader went away (`| head`): stop quietly
             from cnn_deploy.cli.render import err
 
             err.print(f"[bold red]internal error:[/] an unexpected {type(exc).__name__} is a bug "
@@ -113,6 +113,26 @@ def _register() -> None:
 
 
 _register()
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output's pipe has lost its reader (not some other pipe: a broken pipe
+    to a worker or a camera is a real failure). Linux and macOS poll a pipe whose reader has
+    gone as POLLERR."""
+    import select
+
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        return True
+    except OSError:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll (Windows), or no real stdout
+        return False
 
 
 def _stdout_gone() -> None:

@@ -43,6 +43,9 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
     data: Annotated[str | None, typer.Option(help="MNIST folder for real input digits.")] = None,
+    tune: Annotated[bool, typer.Option(help="Run the backend with this device's tuned options "
+                    "(`cnndeploy tune`) when no -o is given, as bench and sweep do; --no-tune "
+                    "for its defaults.")] = True,
 ) -> None:
     """Per-layer profile: time per layer and per operation category, FLOPs and GFLOP/s."""
     from cnn_deploy.backends import registry
@@ -57,6 +60,12 @@ def profile(
     name = prof.check_backend(backend, engine, by_spec=spec is not None and model is None)
     builds = registry.get(name).needs == "engine" and engine is None  # -b tensorrt --spec ...
     options = registry.parse_options(option).get(name, {})
+    if not options:  # the setting sweep and bench run, so their records match
+        from cnn_deploy.jobs import tuned_options
+
+        options, lines = tuned_options(name, tune)
+        for line in lines:
+            render.note(line)
     names: list[str | None] = [*prof.expand_specs(spec)] if spec is not None else [None]
     if runs < 1 or batch < 1:
         raise BenchError(f"--runs and --batch must be at least 1, got {runs} and {batch}")

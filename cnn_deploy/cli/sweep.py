@@ -73,14 +73,10 @@ def sweep(
                          + (", not both" if group is not None else ""))
     name, setting = lib.backend_setting(backend, option, precision, train_epochs,
                                         needs_gpu=not dry_run)
-    if tune and not setting:
-        from cnn_deploy import jobs
-        from cnn_deploy.bench.tune import apply
+    if not setting:
+        from cnn_deploy.jobs import tuned_options
 
-        path = jobs.tuning_file(True)
-        assert path is not None
-        tuned, lines = apply({}, [name], path)
-        setting = tuned.get(name, {})
+        setting, lines = tuned_options(name, tune)
         for line in lines:
             render.note(line)
     cells = lib.group_cells(group, name, setting, precision) if group is not None else \

@@ -18,8 +18,8 @@ def tune(
     spec: Annotated[str | None, typer.Option(help="Tune on a network by name, untrained.")] = None,
     engine: Annotated[Path | None, typer.Option(help="A TensorRT plan: tune TensorRT's runner "
                       "options on it (given an ONNX file, TensorRT's build is tuned).")] = None,
-    precision: Annotated[str, typer.Option(help="fp32 or fp16: the engines built to tune "
-                         "TensorRT's build.")] = "fp32",
+    precision: Annotated[str | None, typer.Option(help="fp32 or fp16: the engines built to "
+                         "tune TensorRT's build (default: the ONNX file's own).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Comma-separated "
                        "backends (default: every backend with a tune space).")] = None,
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,1024",
@@ -40,7 +40,7 @@ def tune(
     from cnn_deploy.bench.tune import TUNE_TIMING
 
     batches = opt.parse_batches(batch)
-    if precision not in ("fp32", "fp16"):
+    if precision not in (None, "fp32", "fp16"):
         from cnn_deploy.errors import BenchError
 
         raise BenchError(f"--precision takes fp32 or fp16 (the engines built to tune TensorRT), "
@@ -73,6 +73,8 @@ def tune(
                                           and outcome.path.resolve() == default.resolve() else
                                           " (not this device's default tuning file, which "
                                           f"is {default}: nothing reads this one by itself)"))
+    for line in outcome.notes:
+        render.note(line)
     for c in outcome.choices:
         render.note(f"{c.backend}{' build' if c.build else ''}: {c.verdict}"
                     + (" (`cnndeploy build` uses it)" if c.build and c.decided else ""))

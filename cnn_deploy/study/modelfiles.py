@@ -89,8 +89,14 @@ def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | N
     source = choose_source(rows, backend, device)
     versions, options = setting(rows, source)
     cache = cache_size(rows, source) or cache_mb
-    return fit(points(rows, source), source, versions, options, cache,
-               part_points(rows, source) if profiles else ()), skipped
+    parts = part_points(rows, source) if profiles else []
+    profiled = {(r.get("run_id"), r.get("net"), r.get("batch")) for r in rows
+                if r.get("kind") == "profile"}
+    if profiles and profiled and not parts:
+        skipped = [*skipped, f"{len(profiled)} profile records: none is of "
+                   f"{source.describe()} with every layer mapped (profile with the sweep's "
+                   "backend settings, e.g. the same tuning)"]
+    return fit(points(rows, source), source, versions, options, cache, parts), skipped
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,

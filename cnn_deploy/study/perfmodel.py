@@ -560,7 +560,8 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
                             f"device, got {len(pts)}: measure a few nets there with `cnndeploy "
                             "sweep --grid ...`")
     pts = thin(pts, MAX_ADAPT_POINTS)
-    cache_mb = cache_mb or model.cache_mb  # the new device's cache, where its records say
+    if cache_mb is None and source.device == model.source.device:
+        cache_mb = model.cache_mb  # another backend on the same device: the same cache
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
         scaled = _adapt_form(model, form, pts, cache_mb)
