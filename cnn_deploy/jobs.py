@@ -20,7 +20,7 @@ from cnn_deploy.bench.plan import Measurement, Plan
 from cnn_deploy.bench.summary import Summary, summarise_cells
 from cnn_deploy.bench.targets import build_rows, check_batches, default_backends, require_gpu
 from cnn_deploy.bench.timing import TimingConfig
-from cnn_deploy.errors import BenchError, CnnDeployError, DataError, ModelError
+from cnn_deploy.errors import BenchError, CnnDeployError, DataError, EngineError, ModelError
 from cnn_deploy.results.records import Writer, measurement_payload, model_fields
 
 DEFAULT_BATCHES = (1, 16, 256, 1024)
@@ -331,8 +331,6 @@ def tune(target: Target, backends: Sequence[str] | None = None, batches: Sequenc
               and target.onnx is not None and (named or _runs_here(n))]
     choices, notes = [], []
     for name in builds:  # first (a build that cannot run fails before minutes of timing)
-        from cnn_deploy.errors import EngineError
-
         try:
             choice = _tune_builds(name, target, batches, precision, timing, processes, on_cell,
                                   progress)
