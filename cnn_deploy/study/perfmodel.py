@@ -541,19 +541,25 @@ def published_thesis(spec: NetSpec) -> float:
 
 
 # -- a new device from few measurements ----------------------------------------------------
-_ADAPT_GROUPS = {"overhead": ("call", "layers", "weight_MB", "weight_dram_MB"),
-                 "conv": ("conv1_MFLOP", "conv1_MB", "conv_MFLOP", "conv_im2col_MB"),
-                 "gemm": ("gemm_MFLOP", "gemm_MB"),
-                 "other": ("pool_MB",)}
+_ADAPT_GROUPS = {"overhead": ("call", "layers"), "weights": ("weight_MB", "weight_dram_MB"),
+                 "conv1": ("conv1_MFLOP", "conv1_MB"), "conv": ("conv_MFLOP", "conv_im2col_MB"),
+                 "gemm": ("gemm_MFLOP", "gemm_MB"), "other": ("pool_MB",)}
+# The pull of each group's log-scale towards 1 (the source device's coefficient): 10 cells
+# cannot pin 6 scales alone. Chosen on the seed-1 held-out cells (ONNX Runtime -> OpenVINO:
+# 22 %/56 % within ±10/±20 % with four free scales, 28 %/74 % with six and this prior; 0.003
+# and 0.03 gave 22 %/68 % and 28 %/70 %).
+ADAPT_PRIOR = 0.01
 MAX_ADAPT_POINTS = 10
 
 
 def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
           versions: dict[str, str] | None = None, options: dict[str, Any] | None = None,
           cache_mb: float | None = None) -> LatencyModel:
-    """``model`` carried to ``source`` from a few of its measurements: one non-negative scale
-    per group of terms (overhead, conv, gemm, other) of the additive form; the thesis form
-    gets one scale overall. Its interval is the leave-one-out error on ``pts`` where there
+    """``model`` carried to ``source`` from a few of its measurements: one positive scale per
+    group of terms of the additive form (call and layers, weights, first conv, later convs,
+    FC, pool), fitted on relative error with each scale's logarithm pulled towards 0 (ridge:
+    groups the few cells do not exercise stay as the source had them); the thesis form gets
+    one scale overall. Its interval is the leave-one-out error on ``pts`` where there
     are enough of them, never narrower than the source model's."""
     if len(pts) < 2:
         raise PredictError(f"adapting takes 2 to {MAX_ADAPT_POINTS} measurements of the new "
@@ -595,15 +601,27 @@ def _adapt_form(model: LatencyModel, form: str, pts: Sequence[Point],
         groups = [[ADDITIVE_TERMS.index(t) for t in terms] for terms in _ADAPT_GROUPS.values()]
     x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
-    contrib = np.stack([x[:, g] @ base[g] for g in groups], axis=1)
-    used = contrib.any(axis=0)
-    scales = np.ones(len(groups))
-    if used.any():
-        scales[used] = _nnls(contrib[:, used], y)
+    contrib = np.stack([x[:, g] @ base[g] for g in groups], axis=1) / y[:, None]
+    scales = _log_ridge(contrib, ADAPT_PRIOR)
     out = base.copy()
     for g, s in zip(groups, scales, strict=True):
         out[g] = base[g] * s
     return out
+
+
+def _log_ridge(a: np.ndarray, prior: float) -> np.ndarray:
+    """Positive scales s minimising sum((a·s - 1)²) + prior·sum(ln(s)²)."""
+    from scipy.optimize import least_squares
+
+    def residuals(logs: np.ndarray) -> np.ndarray:
+        return np.concatenate([a @ np.exp(logs) - 1.0, math.sqrt(prior) * logs])
+
+    with np.errstate(all="ignore"):
+        found = least_squares(residuals, np.zeros(a.shape[1]), bounds=(-12.0, 12.0))
+    if not np.all(np.isfinite(found.x)):
+        raise PredictError("adapting did not converge on these records: check them for zero "
+                           "or absurd figures")
+    return np.asarray(np.exp(found.x))
 
 
 def check_version(model: LatencyModel, versions: dict[str, str]) -> list[str]:
