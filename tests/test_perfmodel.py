@@ -473,10 +473,12 @@ def test_weights_beyond_the_cache_are_fitted_from_coverage_cells(tmp_path: Path)
     assert only_groups.cache_mb == cache
     assert only_groups.coef["additive"][pm.ADDITIVE_TERMS.index("weight_dram_MB")] == 0.0
     assert only_groups.predict(unseen, batch).tiles_per_ms > 2 * truth(unseen, batch)
+    assert not only_groups.dram_fitted
     both, _ = modelfiles.fit_files([write(tmp_path / "w.jsonl", groups + wide)])
     assert both.coef["additive"][pm.ADDITIVE_TERMS.index("weight_dram_MB")] == \
         pytest.approx(0.03, rel=0.1)
     assert both.predict(unseen, batch).tiles_per_ms == pytest.approx(truth(unseen, batch), rel=0.05)
+    assert both.dram_fitted
     again = pm.LatencyModel.from_dict(json.loads(json.dumps(both.to_dict())), "m")
     assert again.cache_mb == cache and again.predict(unseen, batch).tiles_per_ms == \
         both.predict(unseen, batch).tiles_per_ms

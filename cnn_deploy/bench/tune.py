@@ -125,11 +125,7 @@ def search(target: Target, backends: Sequence[str], batches: Sequence[int], *,
     """Time every candidate of every backend: ``processes`` fresh processes, each running every
     candidate in its own shuffled order (so a slow phase of the machine does not always hit
     the same candidate)."""
-    import dataclasses
-    import random
-
     from cnn_deploy.bench.targets import usable
-    from cnn_deploy.bench.workers import run_plan
 
     rows: list[BackendConfig] = []
     given: list[tuple[str, dict[str, Any]]] = []
@@ -145,16 +141,8 @@ def search(target: Target, backends: Sequence[str], batches: Sequence[int], *,
     if not rows:
         raise BenchError("nothing to tune here: none of " + ", ".join(backends) + " is usable "
                          "with a tune space for this model (`cnndeploy backends`)")
-    cells = []
-    for process in range(processes):
-        order = list(range(len(rows)))
-        random.Random(seed * 1000 + process).shuffle(order)
-        plan = Plan(target, tuple(rows[i] for i in order), tuple(batches), timing, None)
-        for cell in run_plan(plan, 1):
-            cell = dataclasses.replace(cell, row=order[cell.row], process=process)
-            cells.append(cell)
-            if on_cell is not None:
-                on_cell(cell)
+    cells = _rounds(len(rows), processes, seed, on_cell, lambda order: [
+        (Plan(target, tuple(rows[i] for i in order), tuple(batches), timing, None), order)])
     return [choice for name in dict.fromkeys(n for n, _ in given)
             if (choice := _choose(name, given, cells, timing, batches, processes)) is not None]
 
@@ -168,26 +156,38 @@ def search_builds(backend: str, builds: Sequence[tuple[dict[str, Any], Target]],
     defaults, in ``processes`` rounds of fresh processes, the engines in a shuffled order each
     round; keep a build setting by the same rule as ``search``."""
     import dataclasses
+
+    row = BackendConfig(backend, registry.get(backend).resolve({}))
+    given = [(backend, dict(options)) for options, _ in builds]
+    cells = _rounds(len(builds), processes, seed, on_cell, lambda order: [
+        (Plan(builds[i][1], (row,), tuple(batches), timing, None), [i]) for i in order])
+    choice = _choose(backend, given, cells, timing, batches, processes)
+    return None if choice is None else dataclasses.replace(choice, build=True)
+
+
+def _rounds(count: int, processes: int, seed: int,
+            on_cell: Callable[[Measurement], None] | None,
+            plans: Callable[[list[int]], list[tuple[Plan, list[int]]]]) -> list[Measurement]:
+    """``processes`` rounds over ``count`` candidates, each round in its own shuffled order
+    (a slow phase of the machine does not always hit the same candidate): ``plans(order)``
+    gives the plans to run, each with the candidate of each of its rows; every cell comes
+    back with its candidate as ``row`` and its round as ``process``."""
+    import dataclasses
     import random
 
     from cnn_deploy.bench.workers import run_plan
 
-    entry = registry.get(backend)
-    row = BackendConfig(backend, entry.resolve({}))
-    given = [(backend, dict(options)) for options, _ in builds]
     cells = []
     for process in range(processes):
-        order = list(range(len(builds)))
+        order = list(range(count))
         random.Random(seed * 1000 + process).shuffle(order)
-        for i in order:
-            plan = Plan(builds[i][1], (row,), tuple(batches), timing, None)
+        for plan, candidate in plans(order):
             for cell in run_plan(plan, 1):
-                cell = dataclasses.replace(cell, row=i, process=process)
+                cell = dataclasses.replace(cell, row=candidate[cell.row], process=process)
                 cells.append(cell)
                 if on_cell is not None:
                     on_cell(cell)
-    choice = _choose(backend, given, cells, timing, batches, processes)
-    return None if choice is None else dataclasses.replace(choice, build=True)
+    return cells
 
 
 def _choose(name: str, given: list[tuple[str, dict[str, Any]]], cells: list[Measurement],

@@ -220,17 +220,9 @@ def fit_table(model: Any, title: str) -> Table:
                      + ("; last-level cache unknown: no DRAM term" if model.cache_mb is None else
                         f"; weights beyond the {model.cache_mb:.0f} MB cache: "
                         + (f"{dram * 1e3:.1f} µs/MB" if dram > 0 else "fitted at 0" if
-                           _dram_fitted(model) else "no term (no cell isolates it: `sweep "
+                           model.dram_fitted else "no term (no cell isolates it: `sweep "
                            "--group coverage`)")))
     return table
-
-
-def _dram_fitted(model: Any) -> bool:
-    from cnn_deploy.arch import NetSpec
-    from cnn_deploy.study.perfmodel import Point, dram_identified
-
-    return dram_identified([Point(NetSpec.from_name(n), b, t) for n, b, t in model.training],
-                           model.cache_mb)
 
 
 def prediction_table(preds: Sequence[Any], title: str) -> Table:

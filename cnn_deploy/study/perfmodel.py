@@ -383,6 +383,12 @@ class LatencyModel:
         return Prediction(spec.name, batch, figure, figure * math.exp(-half),
                           figure * math.exp(half), form, outside, measured)
 
+    @property
+    def dram_fitted(self) -> bool:
+        """Whether its cells isolated the DRAM term (it was fitted, maybe at 0)."""
+        return dram_identified([Point(NetSpec.from_name(n), b, t) for n, b, t in self.training],
+                               self.cache_mb)
+
     def outside(self, spec: NetSpec, batch: int) -> list[str]:
         values = {**{f: getattr(spec, f) for f in RANGE_FIELDS if f != "batch"}, "batch": batch}
         return [f"{f} {values[f]} (fitted {lo}..{hi})" for f, (lo, hi) in self.ranges.items()
