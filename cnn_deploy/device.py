@@ -41,6 +41,7 @@ def device_record(gpu_index: int = 0) -> dict[str, Any]:
         "usable_cpus": cores,
         "memory_bytes": _meminfo("MemTotal"),
         "llc_bytes": cpu_llc_bytes(),
+        "simd_lanes": cpu_simd_lanes(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE",
@@ -77,6 +78,23 @@ def cpu_llc_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> in
     except (OSError, ValueError):
         return None
     return best[1] if best else None
+
+
+def cpu_simd_lanes(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """fp32 lanes of the CPU's widest vector register: 16 with AVX-512, 8 with AVX/AVX2, 4 with
+    SSE2 or NEON (an SVE unit's length varies: NEON's 4 is the floor), else None. oneDNN lays a
+    conv's channels out in blocks of this many (nChw16c on AVX-512): what the latency model
+    pads channels to."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.MULTILINE)
+    flags = set(match.group(1).split()) if match else set()
+    for lanes, names in ((16, {"avx512f"}), (8, {"avx", "avx2"}), (4, {"sse2", "asimd", "neon"})):
+        if flags & names:
+            return lanes
+    return None
 
 
 def library_versions(packages: Iterable[str] = ()) -> dict[str, str]:

@@ -22,8 +22,9 @@ from cnn_deploy.study import select as sel
 
 # ms per batch = TRUTH . additive_features: 50 µs per call, 5 µs per layer, conv at ~100
 # GFLOP/s, gemm at ~200, a little for bytes and pooling.
-TRUTH = dict(zip(pm.ADDITIVE_TERMS, (0.05, 0.005, 0.002, 0.0, 0.02, 0.001, 0.01, 0.0005, 0.005,
-                                     0.001, 0.002), strict=True))  # no cache size: no DRAM term
+TRUTH = dict(zip(pm.ADDITIVE_TERMS, (0.05, 0.005, 0.002, 0.0, 0.02, 0.001, 0.0, 0.01, 0.0005,
+                                     0.0, 0.0, 0.005, 0.001, 0.002), strict=True))
+# (no cache size: no DRAM term; no channel blocks: no padding terms)
 DEVICE = "cpu-synthetic-2c"
 
 
@@ -158,7 +159,8 @@ def test_model_file_round_trip(model: pm.LatencyModel, tmp_path: Path) -> None:
     ("{not json", "not a readable latency model"),
     ('{"schema": "cnn_deploy.latency_model/0"}', "not a latency model of this version"),
     ('[1, 2]', "not a latency model of this version"),
-    ('{"schema": "cnn_deploy.latency_model/2", "source": {}}', "is damaged"),
+    ('{"schema": "cnn_deploy.latency_model/2", "source": {}}', "not a latency model of this version"),
+    (f'{{"schema": "{pm.SCHEMA}", "source": {{}}}}', "is damaged"),
 ])
 def test_bad_model_files_are_one_clear_error(tmp_path: Path, content: str | None, match: str) -> None:
     path = tmp_path / "m.json"
@@ -400,9 +402,10 @@ def test_a_cell_measured_once_keeps_the_models_margin(model: pm.LatencyModel) ->
 def test_the_thesis_groups_determine_every_additive_term() -> None:
     """Each term's coefficient is pinned down by the four groups' cells: full column rank;
     all but the DRAM term, which they never isolate (no small batch reads weights beyond a
-    32 MB cache), so the fit leaves it out and `sweep --group coverage` supplies it."""
+    32 MB cache), so the fit leaves it out and `sweep --group coverage` supplies it. With
+    AVX-512's 16-channel blocks, group 4's depths (5 to 80) tell the padding terms apart."""
     cells = [(s, b) for g in "1234" for s in thesis_group(g)[0] for b in thesis_group(g)[1]]
-    x = pm._design("additive", cells, 32.0)
+    x = pm._design("additive", cells, 32.0, 16)
     dram = pm.ADDITIVE_TERMS.index("weight_dram_MB")
     x = np.delete(x, dram, axis=1)
     assert np.linalg.matrix_rank(x / np.linalg.norm(x, axis=0)) == len(pm.ADDITIVE_TERMS) - 1
@@ -434,9 +437,10 @@ def test_leave_one_net_out_leaves_every_batch_of_the_net_out(monkeypatch: pytest
     seen: list[set[tuple[str, int]]] = []
     real = pm._fit_form
 
-    def spy(form: str, given: Any, cache_mb: float | None = None, parts: Any = ()) -> Any:
+    def spy(form: str, given: Any, cache_mb: float | None = None, parts: Any = (),
+            block: int = 1) -> Any:
         seen.append({(p.spec.name, p.batch) for p in given})
-        return real(form, given, cache_mb, parts)
+        return real(form, given, cache_mb, parts, block)
 
     monkeypatch.setattr(pm, "_fit_form", spy)
     pm._held_out_ratios("additive", pts)

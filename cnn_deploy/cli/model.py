@@ -92,17 +92,27 @@ def fit(
         = None,
     profiles: Annotated[bool, typer.Option(help="Add the files' `cnndeploy profile` records as "
                         "per-layer-part rows of the additive fit.")] = True,
+    channel_block: Annotated[int | None, typer.Option(help="Channels a backend rounds each "
+                             "conv's up to (1: none): the CPU's fp32 vector lanes by default "
+                             "(16 with AVX-512), or the best of 1, 4, 8, 16, 32 by "
+                             "leave-one-net-out error where the records do not name them.")]
+        = None,
     json_out: _Json = False,
 ) -> None:
     """Fit the thesis's eq. 13 and the additive per-layer model to one device's records."""
     from cnn_deploy.errors import PredictError
     from cnn_deploy.study import modelfiles
+    from cnn_deploy.study.perfmodel import CHANNEL_BLOCKS
 
     if cache_mb is not None and not 0 < cache_mb < 1e6:
         raise PredictError(f"--cache-mb {cache_mb}: give the last-level cache in MB (e.g. 32)")
+    if channel_block is not None and channel_block not in CHANNEL_BLOCKS:
+        raise PredictError(f"--channel-block {channel_block}: give one of "
+                           f"{', '.join(map(str, CHANNEL_BLOCKS))}")
     if out is not None:
         _new_model_path(out, force, files)
-    model, skipped = modelfiles.fit_files(files, backend, device, cache_mb, profiles)
+    model, skipped = modelfiles.fit_files(files, backend, device, cache_mb, profiles,
+                                          channel_block)
     path = out or modelfiles.default_path(model.source.device)
     _new_model_path(path, force, files)
     modelfiles.save(model, path)

@@ -221,7 +221,9 @@ def fit_table(model: Any, title: str) -> Table:
                         f"; weights beyond the {model.cache_mb:.0f} MB cache: "
                         + (f"{dram * 1e3:.1f} µs/MB" if dram > 0 else "fitted at 0" if
                            model.dram_fitted else "no term (no cell isolates it: `sweep "
-                           "--group coverage`)")))
+                           "--group coverage`)"))
+                     + (f"; conv channels padded to blocks of {model.block}" if model.block > 1
+                        else ""))
     return table
 
 

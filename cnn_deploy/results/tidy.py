@@ -55,6 +55,7 @@ def tidy(records: Sequence[dict[str, Any]]) -> Rows:
                 "backend_version": _dict(r, "versions").get(str(backend.get("name"))),
                 "has_device": bool(device), "run_id": r.get("run_id"),
                 "cache_mb": _cache_mb(device, backend),
+                "simd_lanes": _simd_lanes(device, backend),
                 **_peak_fields(device)}
         if r.get("kind") == "bench":
             sweep = _dict(r, "sweep")
@@ -161,6 +162,15 @@ def _cache_mb(device: dict[str, Any], backend: dict[str, Any]) -> float | None:
     size = gpu.get("l2_cache_bytes") if on_gpu else device.get("llc_bytes")
     number = _number(size)
     return number / 1e6 if number and number > 0 else None
+
+
+def _simd_lanes(device: dict[str, Any], backend: dict[str, Any]) -> int | None:
+    """The CPU's fp32 vector lanes for a CPU backend (None on a GPU, or where not recorded)."""
+    lanes = device.get("simd_lanes")
+    if str(backend.get("device") or "").startswith("cuda") or isinstance(lanes, bool) \
+            or not isinstance(lanes, int) or not 0 < lanes <= 1024:
+        return None
+    return lanes
 
 
 def _number(value: Any) -> float | None:

@@ -18,6 +18,7 @@ from cnn_deploy.study.perfmodel import (
     Source,
     adapt,
     cache_size,
+    channel_block,
     choose_source,
     fit,
     part_points,
@@ -78,12 +79,13 @@ def setting(rows: Rows, source: Source) -> tuple[dict[str, str], dict[str, Any]]
 
 
 def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | None = None,
-              cache_mb: float | None = None, profiles: bool = True
+              cache_mb: float | None = None, profiles: bool = True, block: int | None = None
               ) -> tuple[LatencyModel, list[str]]:
     """A model fitted to the bench records of ``paths`` (one source; see choose_source; held-out
     cells left out), with its profile records' per-part rows (``profiles``), and the damaged
     lines skipped. ``cache_mb``: the device's last-level cache where the records do not say
-    (records from before it was recorded)."""
+    (records from before it was recorded); ``block``: the channel block, where not the CPU's
+    vector lanes the records name (None, and none named: the fit chooses)."""
     records, skipped = load_records(paths)
     rows = fittable(tidy(records))
     source = choose_source(rows, backend, device)
@@ -96,7 +98,8 @@ def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | N
         skipped = [*skipped, f"{len(profiled)} profile records: none is of "
                    f"{source.describe()} with every layer mapped (profile with the sweep's "
                    "backend settings, e.g. the same tuning)"]
-    return fit(points(rows, source), source, versions, options, cache, parts), skipped
+    block = block or channel_block(rows, source)
+    return fit(points(rows, source), source, versions, options, cache, parts, block), skipped
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,

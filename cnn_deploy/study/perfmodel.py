@@ -13,7 +13,11 @@ Two forms, fitted to the same records by non-negative least squares on relative 
   from DRAM each batch: what makes a wide FC layer slow at a tiny batch), a term fitted only
   when the records hold such cells (``DRAM_MIN_NETS`` nets at a batch of at most
   ``DRAM_MAX_BATCH`` with weights beyond the cache; `sweep --group coverage` measures some),
-  otherwise zero.
+  otherwise zero. A backend that lays channels out in blocks (oneDNN, so OpenVINO on a CPU: 16
+  floats per AVX-512 register) computes and stores each conv layer's output channels rounded up
+  to the block: the FLOPs of those padded channels and the blocked output bytes are terms too,
+  the block (1, i.e. none, 4, 8, 16 or 32) the one that puts the most cells within ±10 % when
+  each net is predicted by a fit without it.
 
 A prediction carries an interval: figure x e^(±q), q the 95th percentile of |ln(predicted /
 measured)| over the fit's leave-one-net-out predictions; a net or batch outside the fitted
@@ -31,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from cnn_deploy.arch import BYTES_PER_ELEMENT, TILE, NetSpec
+from cnn_deploy.arch import BYTES_PER_ELEMENT, IN_CHANNELS, TILE, NetSpec
 from cnn_deploy.errors import PredictError, SpecError
 from cnn_deploy.results.tidy import Rows
 
-SCHEMA = "cnn_deploy.latency_model/2"
+SCHEMA = "cnn_deploy.latency_model/3"
 FORMS = ("additive", "thesis")
 MIN_NETS = 4  # distinct networks a fit needs
 MIN_POINTS = 8  # (net, batch) cells a fit needs
@@ -55,8 +59,12 @@ DRAM_MIN_NETS = 2  # DRAM term apart from the compute terms; with fewer nets it 
 # to its FLOPs; every ReLU's bytes, and the later convs' activation bytes, are sums of the
 # other terms there (and backends fuse the ReLU into the op before it): they have no term.
 ADDITIVE_TERMS = ("call", "layers", "weight_MB", "weight_dram_MB", "conv1_MFLOP", "conv1_MB",
-                  "conv_MFLOP", "conv_im2col_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
-PER_TILE_TERMS = ADDITIVE_TERMS[4:]
+                  "conv1_pad_MFLOP", "conv_MFLOP", "conv_im2col_MB", "conv_pad_MFLOP",
+                  "conv_blocked_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
+# Channel blocks a fit tries (1: none). On a 2-core EPYC (AVX-512), OpenVINO's leave-one-net-out
+# error picked 16 on both days' records: held-out cells within ±10 % went from 28-48 % to 58-78 %
+# (benchmarks/README.md); ONNX Runtime's (no blocked layout at its 'extended' level) barely moved.
+CHANNEL_BLOCKS = (1, 4, 8, 16, 32)
 THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
 # The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
 # GpuDot22's 6.8e-6 and GpuElemwise's 4.9e-5; D*sum(in^2) sums GpuAlloc and GpuDnnPool.
@@ -220,16 +228,27 @@ def cache_size(rows: Rows, source: Source) -> float | None:
     return statistics.mode(sizes) if sizes else None
 
 
+def channel_block(rows: Rows, source: Source) -> int | None:
+    """The channel block of ``source``'s device: its CPU's fp32 vector lanes (the most common
+    figure its records name) where that is one of CHANNEL_BLOCKS, else None (a GPU, records
+    from before it was recorded: the fit chooses)."""
+    lanes = [r["simd_lanes"] for r in sources(rows).get(source, [])
+             if r.get("simd_lanes") in CHANNEL_BLOCKS]
+    return int(statistics.mode(lanes)) if lanes else None
+
+
 # -- features ----------------------------------------------------------------------------
-def additive_features(spec: NetSpec, batch: int, cache_mb: float | None = None) -> list[float]:
+def additive_features(spec: NetSpec, batch: int, cache_mb: float | None = None,
+                      block: int = 1) -> list[float]:
     """ADDITIVE_TERMS for one batch: the model's time (ms) is their dot product with the
     coefficients. Per batch: one call, and per layer part (``part_features``, which this sums)
     its layers, its weights, read once, and its share of the weights beyond a last-level cache
     of ``cache_mb`` (None: unknown, no such term); per tile: FLOPs and the activation bytes
-    each category moves, and the bytes a CPU convolution unfolds into a GEMM (im2col)."""
+    each category moves, the bytes a CPU convolution unfolds into a GEMM (im2col), and what
+    a channel ``block`` pads (1: nothing)."""
     total = np.zeros(len(ADDITIVE_TERMS))
     total[0] = 1.0
-    for row in part_features(spec, batch, cache_mb).values():
+    for row in part_features(spec, batch, cache_mb, block).values():
         total += row
     return [float(v) for v in total]
 
@@ -250,15 +269,18 @@ def part_of(layer: str) -> str | None:
     return "pool" if name == "pool" else None
 
 
-def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None
+def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None, block: int = 1
                   ) -> dict[str, np.ndarray]:
     """ADDITIVE_TERMS of each part's layers alone (no call term): a profile record's time of
     that part is their dot product with the coefficients. Per tile: FLOPs and activation bytes
-    per category, and for the later convs the bytes they unfold into a GEMM (im2col: each
-    output position's receptive field, out² x in-channels x k² elements)."""
+    per category, for the later convs the bytes they unfold into a GEMM (im2col: each output
+    position's receptive field, out² x in-channels x k² elements), and with a channel
+    ``block`` > 1 the FLOPs of the output channels it pads (depth rounded up to the block)
+    and each conv's output bytes so laid out."""
     rows = {part: np.zeros(len(ADDITIVE_TERMS)) for part in PARTS}
     col = {t: i for i, t in enumerate(ADDITIVE_TERMS)}
     sides = spec.conv_sides()
+    padded = -(-spec.depth // block) * block - spec.depth  # channels a block adds to each conv
     weights = 0.0
     for cost in spec.layer_costs():
         part = part_of(cost.layer)
@@ -277,6 +299,13 @@ def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None
             side = sides[int(cost.layer.removeprefix("conv")) - 1]
             row[col["conv_im2col_MB"]] += batch * side * side * spec.depth * spec.kernel**2 \
                 * BYTES_PER_ELEMENT / 1e6
+        if cost.category == "conv" and block > 1:
+            side = sides[int(cost.layer.removeprefix("conv")) - 1]
+            inputs = IN_CHANNELS if cost.layer == "conv1" else spec.depth
+            row[col[f"{category}_pad_MFLOP"]] += batch * 2 * side * side * padded * inputs \
+                * spec.kernel**2 / 1e6
+            row[col["conv_blocked_MB"]] += batch * side * side * (spec.depth + padded) \
+                * BYTES_PER_ELEMENT / 1e6
     beyond = max(0.0, weights / 1e6 - cache_mb) if cache_mb else 0.0
     for row in rows.values():  # the weights beyond the cache, shared by weight
         row[col["weight_dram_MB"]] = beyond * row[col["weight_MB"]] * 1e6 / weights if weights else 0.0
@@ -294,10 +323,10 @@ def thesis_features(spec: NetSpec) -> list[float]:
     return [fc, fc * n * n, fc * n, d * out2, d * in2, d * d * out2, 1.0]
 
 
-def _design(form: str, pts: Sequence[tuple[NetSpec, int]], cache_mb: float | None = None
-            ) -> np.ndarray:
+def _design(form: str, pts: Sequence[tuple[NetSpec, int]], cache_mb: float | None = None,
+            block: int = 1) -> np.ndarray:
     if form == "additive":
-        return np.array([additive_features(s, b, cache_mb) for s, b in pts], dtype=float)
+        return np.array([additive_features(s, b, cache_mb, block) for s, b in pts], dtype=float)
     return np.array([thesis_features(s) for s, _ in pts], dtype=float)
 
 
@@ -328,7 +357,7 @@ def _nnls(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np
     if found is None or not np.all(np.isfinite(found.x)):
         raise PredictError("the least-squares fit did not converge on these records: check them "
                            "for zero or absurd figures, or measure more cells")
-    return np.asarray(found.x / scale)
+    return np.asarray(np.maximum(found.x, 0.0) / scale)  # bvls can return -1e-20
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -361,6 +390,7 @@ class LatencyModel:
     adapted_from: str | None = None
     nets: list[str] = field(default_factory=list)  # every net behind it (an adapted model's source's too)
     cache_mb: float | None = None  # the device's last-level cache (None: unknown)
+    block: int = 1  # the channel block of the additive form's padding terms (1: none)
 
     def __post_init__(self) -> None:
         self.nets = sorted({*self.nets, *(n for n, _, _ in self.training)})
@@ -370,7 +400,8 @@ class LatencyModel:
             raise PredictError(f"--form takes one of {', '.join(FORMS)}, got '{form}'")
         if isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
             raise PredictError(f"--batch must be within 1..{MAX_BATCH}, got {batch}")
-        value = float(_design(form, [(spec, batch)], self.cache_mb)[0] @ np.array(self.coef[form]))
+        value = float(_design(form, [(spec, batch)], self.cache_mb, self.block)[0]
+                      @ np.array(self.coef[form]))
         if not (value > 0 and math.isfinite(value)):
             raise PredictError(f"the {form} model gives {spec.name} no time at batch {batch} "
                                "(every term it has is zero there): refit it on records that "
@@ -408,6 +439,8 @@ class LatencyModel:
             return "a training figure or batch is out of range"
         if self.cache_mb is not None and not 0 < self.cache_mb < 1e6:
             return f"cache_mb {self.cache_mb} is not a cache size in MB"
+        if self.block not in CHANNEL_BLOCKS:
+            return f"block {self.block} is not one of {', '.join(map(str, CHANNEL_BLOCKS))}"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,7 +448,8 @@ class LatencyModel:
                 "terms": {"additive": ADDITIVE_TERMS, "thesis": THESIS_TERMS},
                 "interval": self.interval, "errors": self.errors, "ranges": self.ranges,
                 "training": self.training, "versions": self.versions, "options": self.options,
-                "adapted_from": self.adapted_from, "nets": self.nets, "cache_mb": self.cache_mb}
+                "adapted_from": self.adapted_from, "nets": self.nets, "cache_mb": self.cache_mb,
+                "block": self.block}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> LatencyModel:
@@ -430,7 +464,8 @@ class LatencyModel:
                         [(str(n), int(b), float(t)) for n, b, t in d["training"]],
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
                         d.get("adapted_from"), [str(n) for n in d.get("nets") or []],
-                        None if d.get("cache_mb") is None else float(d["cache_mb"]))
+                        None if d.get("cache_mb") is None else float(d["cache_mb"]),
+                        int(d["block"]))
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise PredictError(f"{where} is damaged ({type(exc).__name__}: {str(exc)[:100]}): fit it "
                                "again with `cnndeploy model fit`") from None
@@ -447,21 +482,27 @@ class LatencyModel:
 
 def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = None,
         options: dict[str, Any] | None = None, cache_mb: float | None = None,
-        parts: Sequence[PartPoint] = ()) -> LatencyModel:
+        parts: Sequence[PartPoint] = (), block: int | None = None) -> LatencyModel:
     """Both forms fitted to ``pts``, each with its leave-one-net-out interval; ``cache_mb``:
     the device's last-level cache (``cache_size``); ``parts``: profiled layer times
-    (``part_points``), extra rows for the additive form (nn-Meter's kernel-level fit)."""
+    (``part_points``), extra rows for the additive form (nn-Meter's kernel-level fit). The
+    additive form takes the channel block of CHANNEL_BLOCKS whose leave-one-net-out
+    predictions rank best (``_block_rank``)."""
     nets = {p.spec for p in pts}
     if len(pts) < MIN_POINTS or len(nets) < MIN_NETS:
         raise PredictError(f"{len(pts)} cells of {len(nets)} networks of {source.describe()} are "
                             f"too few to fit (at least {MIN_POINTS} cells of {MIN_NETS} networks): "
                             "run `cnndeploy sweep --group all` first")
+    tried = {b: _held_out_ratios("additive", pts, cache_mb, parts, b)
+             for b in ([block] if block else CHANNEL_BLOCKS)}
+    block = min(tried, key=lambda b: _block_rank(tried[b], b))
     coef, interval, errors = {}, {}, {}
     for form in FORMS:
-        c = _fit_form(form, pts, cache_mb, parts)
-        ratios = _held_out_ratios(form, pts, cache_mb, parts)
+        c = _fit_form(form, pts, cache_mb, parts, block)
+        ratios = tried[block] if form == "additive" else _held_out_ratios(form, pts, cache_mb)
         held = [abs(r - 1.0) for r in ratios]
-        inside = [abs(_predict_point(form, c, p, cache_mb) / p.tiles_per_ms - 1.0) for p in pts]
+        inside = [abs(_predict_point(form, c, p, cache_mb, block) / p.tiles_per_ms - 1.0)
+                  for p in pts]
         coef[form] = [float(v) for v in c]
         interval[form] = _log_quantile(ratios)
         errors[form] = {"median_abs_error": float(np.median(inside)),
@@ -474,7 +515,15 @@ def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = 
               for f in RANGE_FIELDS}
     training = [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts]
     return LatencyModel(source, coef, interval, errors, ranges, training, dict(versions or {}),
-                        dict(options or {}), nets=[p.spec.name for p in parts], cache_mb=cache_mb)
+                        dict(options or {}), nets=[p.spec.name for p in parts], cache_mb=cache_mb,
+                        block=block)
+
+
+def _block_rank(ratios: Sequence[float], block: int) -> tuple[float, float, int]:
+    """How a channel block ranks by its leave-one-net-out predictions: the most cells within
+    ±10 % (the figure a user reads), then the lower median error, then the smaller block."""
+    errors = np.abs(np.array(ratios) - 1.0)
+    return -float(np.mean(errors <= 0.10)), float(np.median(errors)), block
 
 
 def _field(p: Point, name: str) -> int:
@@ -482,12 +531,12 @@ def _field(p: Point, name: str) -> int:
 
 
 def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None,
-              parts: Sequence[PartPoint] = ()) -> np.ndarray:
-    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
+              parts: Sequence[PartPoint] = (), block: int = 1) -> np.ndarray:
+    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb, block)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
     weights = np.ones(len(y))
     if form == "additive" and parts:  # one more row per profiled part, in ms per batch too
-        x = np.vstack([x, [_part_row(q, cache_mb) for q in parts]])
+        x = np.vstack([x, [_part_row(q, cache_mb, block) for q in parts]])
         y = np.concatenate([y, [q.ms for q in parts]])
         weights = np.concatenate([weights, np.full(len(parts), PROFILE_WEIGHT * len(pts)
                                                    / len(parts))])
@@ -500,8 +549,8 @@ def _fit_form(form: str, pts: Sequence[Point], cache_mb: float | None = None,
     return out
 
 
-def _part_row(q: PartPoint, cache_mb: float | None) -> np.ndarray:
-    row = part_features(q.spec, q.batch, cache_mb)[q.part].copy()
+def _part_row(q: PartPoint, cache_mb: float | None, block: int = 1) -> np.ndarray:
+    row = part_features(q.spec, q.batch, cache_mb, block)[q.part].copy()
     row[0] = q.share  # the profiled time holds the call's fixed cost, spread over the parts
     return row
 
@@ -517,21 +566,23 @@ def dram_identified(pts: Sequence[Point], cache_mb: float | None) -> bool:
                 and additive_features(p.spec, p.batch, cache_mb)[dram] > 0}) >= DRAM_MIN_NETS
 
 
-def _predict_point(form: str, coef: np.ndarray, p: Point, cache_mb: float | None = None) -> float:
-    value = float(_design(form, [(p.spec, p.batch)], cache_mb)[0] @ coef)
+def _predict_point(form: str, coef: np.ndarray, p: Point, cache_mb: float | None = None,
+                   block: int = 1) -> float:
+    value = float(_design(form, [(p.spec, p.batch)], cache_mb, block)[0] @ coef)
     return _tiles_per_ms(form, p.batch, value)
 
 
 def _held_out_ratios(form: str, pts: Sequence[Point], cache_mb: float | None = None,
-                     parts: Sequence[PartPoint] = ()) -> list[float]:
-    """predicted / measured of every point, each predicted by a fit without its net (its
-    profiles left out too)."""
-    out: list[float] = []
+                     parts: Sequence[PartPoint] = (), block: int = 1) -> list[float]:
+    """predicted / measured of every point (in ``pts``' order), each predicted by a fit
+    without its net (its profiles left out too)."""
+    ratio: dict[int, float] = {}
     for net in {p.spec for p in pts}:
         c = _fit_form(form, [p for p in pts if p.spec != net], cache_mb,
-                      [q for q in parts if q.spec != net])
-        out += [_predict_point(form, c, p, cache_mb) / p.tiles_per_ms for p in pts if p.spec == net]
-    return out
+                      [q for q in parts if q.spec != net], block)
+        ratio.update({i: _predict_point(form, c, p, cache_mb, block) / p.tiles_per_ms
+                      for i, p in enumerate(pts) if p.spec == net})
+    return [ratio[i] for i in range(len(pts))]
 
 
 def _log_quantile(ratios: Sequence[float], q: float = 0.95) -> float:
@@ -548,7 +599,8 @@ def published_thesis(spec: NetSpec) -> float:
 
 # -- a new device from few measurements ----------------------------------------------------
 _ADAPT_GROUPS = {"overhead": ("call", "layers"), "weights": ("weight_MB", "weight_dram_MB"),
-                 "conv1": ("conv1_MFLOP", "conv1_MB"), "conv": ("conv_MFLOP", "conv_im2col_MB"),
+                 "conv1": ("conv1_MFLOP", "conv1_MB", "conv1_pad_MFLOP"),
+                 "conv": ("conv_MFLOP", "conv_im2col_MB", "conv_pad_MFLOP", "conv_blocked_MB"),
                  "gemm": ("gemm_MFLOP", "gemm_MB"), "other": ("pool_MB",)}
 # The pull of each group's log-scale towards 1 (the source device's coefficient): 10 cells
 # cannot pin 6 scales alone. Chosen on the seed-1 held-out cells (ONNX Runtime -> OpenVINO:
@@ -578,7 +630,8 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
     for form in FORMS:
         scaled = _adapt_form(model, form, pts, cache_mb)
         loo = [_predict_point(form, _adapt_form(model, form, [q for q in pts if q != p], cache_mb),
-                              p, cache_mb) / p.tiles_per_ms for p in pts] if len(pts) >= 4 else []
+                              p, cache_mb, model.block) / p.tiles_per_ms
+               for p in pts] if len(pts) >= 4 else []
         coef[form] = [float(v) for v in scaled]
         interval[form] = max(_log_quantile(loo) if loo else 0.0, model.interval[form])
         errors[form] = {"adapt_points": float(len(pts))}
@@ -587,7 +640,7 @@ def adapt(model: LatencyModel, pts: Sequence[Point], source: Source,
     return LatencyModel(source, coef, interval, errors, model.ranges,
                         [(p.spec.name, p.batch, p.tiles_per_ms) for p in pts], dict(versions or {}),
                         dict(options or {}), adapted_from=model.source.describe(),
-                        nets=model.nets, cache_mb=cache_mb)
+                        nets=model.nets, cache_mb=cache_mb, block=model.block)
 
 
 def thin(pts: Sequence[Point], n: int) -> list[Point]:
@@ -605,7 +658,7 @@ def _adapt_form(model: LatencyModel, form: str, pts: Sequence[Point],
         groups = [list(range(len(base)))]
     else:
         groups = [[ADDITIVE_TERMS.index(t) for t in terms] for terms in _ADAPT_GROUPS.values()]
-    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb)
+    x = _design(form, [(p.spec, p.batch) for p in pts], cache_mb, model.block)
     y = np.array([_target(form, p.batch, p.tiles_per_ms) for p in pts])
     contrib = np.stack([x[:, g] @ base[g] for g in groups], axis=1) / y[:, None]
     scales = _log_ridge(contrib, ADAPT_PRIOR)
