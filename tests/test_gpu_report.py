@@ -161,8 +161,8 @@ def test_network_and_profile_come_from_engine_names_and_sidecars() -> None:
 
 
 # -- the device record ------------------------------------------------------------------
-CPU_KEYS = {"kind", "cpu", "machine", "logical_cpus", "usable_cpus", "memory_bytes", "llc_bytes", "os",
-            "python", "env", "slug"}
+CPU_KEYS = {"kind", "cpu", "machine", "logical_cpus", "usable_cpus", "memory_bytes", "llc_bytes",
+            "simd_lanes", "os", "python", "env", "slug"}
 
 
 @pytest.fixture

@@ -93,3 +93,24 @@ def test_the_cache_a_backend_reads_through(tmp_path: Path) -> None:
                                 {**base, "device": {"kind": "cpu"}, "backend": {"device": "cpu"}}])
     assert cpu["cache_mb"] == pytest.approx(33.554432) and gpu["cache_mb"] == pytest.approx(52.428800)
     assert gpu1["cache_mb"] == gpu["cache_mb"] and old["cache_mb"] is None
+
+
+@pytest.mark.parametrize(("flags", "lanes"), [
+    ("flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512bw\n", 16),
+    ("flags\t\t: fpu sse sse2 avx avx2 fma\n", 8),
+    ("flags\t\t: fpu sse sse2\n", 4),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n", 4),
+    ("processor\t: 0\nmodel name\t: some CPU\n", None),
+])
+def test_the_vector_lanes_a_cpu_has(tmp_path: Path, flags: str, lanes: int | None) -> None:
+    """fp32 lanes of the widest vector unit /proc/cpuinfo names (x86 flags, Arm Features);
+    a CPU backend's rows carry them, a CUDA backend's do not."""
+    from cnn_deploy.device import cpu_simd_lanes
+
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\n" + flags)
+    assert cpu_simd_lanes(tmp_path / "cpuinfo") == lanes
+    assert cpu_simd_lanes(tmp_path / "missing") is None
+    base = {"kind": "bench", "device": {"kind": "cuda", "simd_lanes": lanes},
+            "stats": {"tiles_per_ms": 1.0}}
+    cpu, gpu = tidy([{**base, "backend": {"device": "cpu"}}, {**base, "backend": {"device": "cuda"}}])
+    assert cpu["simd_lanes"] == lanes and gpu["simd_lanes"] is None

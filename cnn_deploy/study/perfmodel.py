@@ -46,6 +46,7 @@ MIN_POINTS = 8  # (net, batch) cells a fit needs
 MAX_FIGURE = 1e7  # tiles/ms: far above any device (an H200 peaks near 1e5 for lenet_1c0f)
 MAX_BATCH = 1 << 20  # the largest batch a record or a prediction may speak of
 OUTSIDE_FLOOR = math.log(1.2)  # outside the fitted range, the interval is at least 20 % wider
+MAX_COEF = 1e9  # ms per unit of a term: far beyond any device, far below overflowing a sum
 WORST_RATIO = 1000.0  # a left-out prediction of no time at all counts as this far off
 RANGE_FIELDS = ("conv_layers", "fc_layers", "depth", "neurons", "kernel", "padding", "batch")
 # The profile rows' weight in all, against the whole-net rows' (what a model predicts). On a
@@ -400,8 +401,9 @@ class LatencyModel:
             raise PredictError(f"--form takes one of {', '.join(FORMS)}, got '{form}'")
         if isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
             raise PredictError(f"--batch must be within 1..{MAX_BATCH}, got {batch}")
-        value = float(_design(form, [(spec, batch)], self.cache_mb, self.block)[0]
-                      @ np.array(self.coef[form]))
+        with np.errstate(over="ignore", invalid="ignore"):  # an absurd net: no time, below
+            value = float(_design(form, [(spec, batch)], self.cache_mb, self.block)[0]
+                          @ np.array(self.coef[form]))
         if not (value > 0 and math.isfinite(value)):
             raise PredictError(f"the {form} model gives {spec.name} no time at batch {batch} "
                                "(every term it has is zero there): refit it on records that "
@@ -429,8 +431,9 @@ class LatencyModel:
         """What makes a loaded model unusable (a hand edit, a damaged file), or None."""
         for form in FORMS:
             coef = self.coef[form]
-            if not all(math.isfinite(c) and c >= 0 for c in coef) or not any(c > 0 for c in coef):
-                return f"{form} coefficients must be finite, non-negative and not all zero"
+            if not all(0 <= c < MAX_COEF for c in coef) or not any(c > 0 for c in coef):
+                return (f"{form} coefficients must be non-negative, below {MAX_COEF:.0e} and not "
+                        "all zero")
             if not 0 <= self.interval[form] <= 2 * math.log(WORST_RATIO):
                 return f"{form} interval {self.interval[form]} is outside 0..{2 * math.log(WORST_RATIO):.1f}"
         if set(self.ranges) != set(RANGE_FIELDS) or any(lo > hi for lo, hi in self.ranges.values()):
