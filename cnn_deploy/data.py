@@ -115,8 +115,8 @@ def find_mnist(explicit: str | os.PathLike[str] | None = None) -> Path:
     for folder in search_paths():
         if folder.is_dir() and not _missing(folder):
             return folder
-        looked.append(f"  {folder}")
-    raise DataError("MNIST not found; looked in:\n" + "\n".join(looked) + f"\n{_FIX}")
+        looked.append(str(folder))
+    raise DataError(f"MNIST not found; looked in: {', '.join(looked)}; {_FIX}")
 
 
 def check_source(explicit: str | os.PathLike[str] | None = None) -> None:

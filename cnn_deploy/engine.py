@@ -267,8 +267,8 @@ def build_engine(onnx: Path, options: BuildOptions, out: Path | None = None,
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx)):
         lines = parser_errors(parser) or logger.errors or ["no error recorded"]
-        raise EngineError(f"TensorRT's ONNX parser rejected {onnx} ({len(lines)} errors):\n  "
-                          + "\n  ".join(lines))
+        raise EngineError(f"TensorRT's ONNX parser rejected {onnx} ({len(lines)} errors): "
+                          + "; ".join(lines))
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     inputs = [network.get_input(i) for i in range(network.num_inputs)]

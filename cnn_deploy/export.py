@@ -25,6 +25,7 @@ from cnn_deploy import __version__
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.data import MNIST_MEAN, MNIST_STD, PIXEL_MAX, TILE
 from cnn_deploy.errors import ModelError
+from cnn_deploy.files import wrote
 from cnn_deploy.onnxfile import META_PREFIX
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ def export_module(module: nn.Module, out: Path, metadata: dict[str, str],
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         onnx.checker.check_model(str(tmp), full_check=True)
         tmp.replace(out)
+        wrote(out)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"the exported graph failed onnx.checker: {exc}") from None
     except OSError as exc:

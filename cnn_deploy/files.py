@@ -68,6 +68,20 @@ def check_writable_folder(path: Path, what: str,
                 folder.rmdir()
 
 
+_WRITTEN: dict[Path, None] = {}  # files this process wrote whole, in order
+
+
+def wrote(path: Path) -> Path:
+    """Note a file written whole (renamed into place): an interrupted command lists it."""
+    _WRITTEN[path] = None
+    return path
+
+
+def written() -> list[Path]:
+    """Files this process has written whole so far (checkpoints, ONNX files, engines, ...)."""
+    return list(_WRITTEN)
+
+
 def write_atomic(path: Path, data: bytes | str, what: str = "the output",
                  error: type[CnnDeployError] = CnnDeployError) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place, so a
@@ -88,7 +102,7 @@ def write_atomic(path: Path, data: bytes | str, what: str = "the output",
             tmp.unlink(missing_ok=True)
         raise error(f"cannot write {what} to {path} ({exc.strerror or exc}): choose another "
                     "path or fix its permissions") from None
-    return path
+    return wrote(path)
 
 
 # -- temporary folders: named for their process, removed when that process is gone -----------

@@ -20,6 +20,7 @@ import numpy as np
 from cnn_deploy import __version__
 from cnn_deploy.arch import NetSpec
 from cnn_deploy.errors import ModelError, SpecError
+from cnn_deploy.files import wrote
 
 if TYPE_CHECKING:
     import torch
@@ -181,6 +182,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, tmp)
         tmp.replace(path)
+        wrote(path)
     except (OSError, RuntimeError) as exc:  # torch.save wraps some OS errors in RuntimeError
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -512,6 +512,8 @@ CASES: list[tuple[str, list[Case]]] = [
         C("engine-missing", "tune", "--engine", "none.plan", match=r"GPU|none\.plan"),
         C("cache-mb-bad", "model", "fit", RESULTS, "--cache-mb", "-5", "-o", "m.json",
           match=r"--cache-mb"),
+        C("channel-block-bad", "model", "fit", RESULTS, "--channel-block", "12", "-o", "m.json",
+          match=r"--channel-block 12.*1, 4, 8, 16, 32"),
     ]),
     ("model fit", [
         C("missing", "model", "fit", "nothere.jsonl", "-o", "m.json", match=r"nothere"),
@@ -576,6 +578,8 @@ CASES: list[tuple[str, list[Case]]] = [
     ("predict", [
         C("bad-name", "predict", "lenet3c1f", "-m", "latency.json", files=("latency.json",),
           match=r"not a network name.*lenet_3c1f"),
+        C("name-newline", "predict", "lenet_1c1f\nlenet_2c1f", "-m", "latency.json",
+          files=("latency.json",), match=r"'lenet_1c1f\\nlenet_2c1f' is not a network name"),
         C("batch-0", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "0",
           files=("latency.json",), match=r"--batch"),
         C("batch-text", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "x",
@@ -690,6 +694,10 @@ def verdict(case: Case, got: Outcome, before: dict[str, str], folder: Path) -> l
     elif got.code != case.code:
         problems.append(f"exit {got.code}, wanted {case.code}")
     lines = [ln for ln in got.stderr.splitlines() if ln.startswith("error:")]
+    if any(not c.isprintable() for c in "".join(case.argv)):  # a newline typed into a name
+        after = got.stderr.split("error:", 1)[-1].splitlines()[1:]
+        if any(not ln.startswith(("note:", "warning:")) for ln in after if ln.strip()):
+            problems.append("the error spans lines")
     if len(lines) != 1:
         problems.append(f"{len(lines)} error: lines")
     elif not re.search(case.match, lines[0]):
@@ -957,3 +965,25 @@ def _main() -> int:  # pragma: no cover - a tool for the issue's closing note
 
 if __name__ == "__main__":
     sys.exit(_main())
+
+
+def test_an_interrupt_names_the_files_written_whole(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`select --train-top` stopped by Ctrl-C after training a candidate: its checkpoint and
+    ONNX file are kept, and the line says so (a temporary file, gone by then, is not named)."""
+    from cnn_deploy import files
+    from cnn_deploy.cli import interrupts, render
+    from cnn_deploy.results import store
+
+    monkeypatch.setattr(files, "_WRITTEN", {})
+    monkeypatch.setattr(store, "_APPENDED", {})
+    checkpoint, onnx = tmp_path / "lenet_2c1f.pt", tmp_path / "lenet_2c1f.onnx"
+    for path in (checkpoint, onnx):
+        path.write_bytes(b"x")
+        files.wrote(path)
+    files.wrote(tmp_path / "gone" / "lenet_1c1f.onnx")
+    with render.err.capture() as captured:
+        interrupts.report(["select", "--budget-ms", "5", "--train-top", "2"])
+    line = " ".join(captured.get().split())
+    assert f"no records were appended; written whole and kept: {checkpoint}, {onnx};" in line
+    assert "gone" not in line and "rerun `cnndeploy select --budget-ms 5" in line

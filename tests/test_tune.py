@@ -150,9 +150,12 @@ def test_tune_command_writes_the_file(tmp_path: Path) -> None:
     assert notes.read_text() == "my notes"
     # a second backend's tuning is added to the file, the first kept
     again = runner.invoke(app, ["tune", "--spec", "lenet_1c1f", "-b", "torch", "--batch", "4",
-                                "--processes", "1", "--duration", "0.05", "-o", str(out)])
+                                "--processes", "1", "--duration", "0.05", "-o", str(out),
+                                "--precision", "fp16"])
     assert again.exit_code == 0, again.output
     assert set(json.loads(out.read_text())["backends"]) == {"openvino", "torch"}
+    # --precision chooses the engines a TensorRT tune builds: where none is built, it says so
+    assert "--precision fp16 was not used" in " ".join(again.stderr.split())
 
 
 def test_a_torch_runner_puts_the_thread_count_back() -> None:

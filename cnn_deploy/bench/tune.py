@@ -327,8 +327,10 @@ def build_options(backend: str, path: Path | None) -> tuple[dict[str, Any], str 
     if changed:
         return {}, (f"{backend}'s build was tuned with another {', '.join(changed)}: the "
                     "builder's defaults are used; run `cnndeploy tune` again")
-    return dict(values), (f"tuned for this device ({path}): " + ", ".join(
-        f"{backend}.{k}={v}" for k, v in values.items()) + " (--no-tune for the defaults)")
+    on = f" on {build['net']}" if isinstance(build.get("net"), str) else ""
+    return dict(values), (f"tuned for this device{on} ({path}): " + ", ".join(
+        f"{backend}.{k}={v}" for k, v in values.items()) + " (--no-tune for the defaults; "
+        "tune on this network for its own)")
 
 
 def apply(options: dict[str, dict[str, Any]], backends: Sequence[str], path: Path

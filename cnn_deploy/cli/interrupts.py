@@ -49,6 +49,7 @@ class CellBoundary:
 
 def report(argv: Sequence[str]) -> None:
     """One line after an interrupted command: the records kept and how to carry on."""
+    from cnn_deploy.files import written
     from cnn_deploy.results.store import appended
 
     command = next((a for a in argv if not a.startswith("-")), "")
@@ -57,6 +58,10 @@ def report(argv: Sequence[str]) -> None:
     saved = "; ".join(f"{n} record{'s' if n != 1 else ''} appended to {p} {'is' if n == 1 else 'are'} "
                       "kept" for p, n in kept.items()) or "nothing was saved (files are written " \
                                                           "whole or not at all)"
+    files = [p for p in written() if p.exists()]  # not those of temporary folders, gone now
+    if files:
+        shown = ", ".join(map(str, files[:6])) + (f" and {len(files) - 6} more" if len(files) > 6 else "")
+        saved = (saved if kept else "no records were appended") + f"; written whole and kept: {shown}"
     again = (f"resume with `{line}` ({RESUMES[command]})" if command in RESUMES
              else f"rerun `{line}` to start again")
     render.err.print(f"[yellow]interrupted:[/] {render.escape(saved)}; {render.escape(again)}",

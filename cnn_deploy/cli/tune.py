@@ -75,6 +75,9 @@ def tune(
                                           f"is {default}: nothing reads this one by itself)"))
     for line in outcome.notes:
         render.note(line)
+    if precision is not None and not any(c.build for c in outcome.choices):
+        render.warn(f"--precision {precision} was not used: it is the precision of the engines "
+                    "built to tune TensorRT's build, and none was built here")
     for c in outcome.choices:
         render.note(f"{c.backend}{' build' if c.build else ''}: {c.verdict}"
                     + (" (`cnndeploy build` uses it)" if c.build and c.decided else ""))
