@@ -46,12 +46,13 @@ def main() -> None:
     rows = tidy(load(args.fit)[0])
     source = pm.choose_source(rows)
     pts, cache = pm.points(rows, source), pm.cache_size(rows, source)
-    model = pm.fit(pts, source, cache_mb=cache)
+    model = pm.fit(pts, source, cache_mb=cache, block=pm.channel_block(rows, source))
+    block = model.block
     x, y = [], []
     for net in {p.spec for p in pts}:  # leave-one-net-out residuals: what the tree can learn
-        coef = pm._fit_form("additive", [p for p in pts if p.spec != net], cache)
+        coef = pm._fit_form("additive", [p for p in pts if p.spec != net], cache, (), block)
         for p in (p for p in pts if p.spec == net):
-            predicted = pm._predict_point("additive", coef, p, cache)
+            predicted = pm._predict_point("additive", coef, p, cache, block)
             x.append(features(p, predicted))
             y.append(math.log(p.tiles_per_ms / predicted))
     tree = GradientBoostingRegressor(max_depth=3, n_estimators=200, learning_rate=0.05,

@@ -963,10 +963,6 @@ def _main() -> int:  # pragma: no cover - a tool for the issue's closing note
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(_main())
-
-
 def test_an_interrupt_names_the_files_written_whole(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`select --train-top` stopped by Ctrl-C after training a candidate: its checkpoint and
@@ -987,3 +983,7 @@ def test_an_interrupt_names_the_files_written_whole(tmp_path: Path,
     line = " ".join(captured.get().split())
     assert f"no records were appended; written whole and kept: {checkpoint}, {onnx};" in line
     assert "gone" not in line and "rerun `cnndeploy select --budget-ms 5" in line
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -546,6 +546,38 @@ def test_channels_padded_to_the_cpus_vector_lanes_are_fitted(tmp_path: Path) -> 
         pm.LatencyModel.from_dict(damaged, "m")
 
 
+def test_padding_features_by_hand() -> None:
+    """lenet_3c1f_d5 (5x5 valid convs: sides 24, 20, 16) in 16-channel blocks, per tile: conv1
+    pads 11 output channels of its one input, 2·24²·25·11 = 0.3168 MFLOP; conv2 and conv3 read
+    and write 16 channels for 5, 2·(20² + 16²)·25·(16² - 5²) = 7.5768 MFLOP; the outputs take
+    (24² + 20² + 16²)·16 floats, 0.078848 MB."""
+    parts = pm.part_features(NetSpec.from_name("lenet_3c1f_d5"), 1, None, 16)
+    term = pm.ADDITIVE_TERMS.index
+    assert parts["conv1"][term("conv1_pad_MFLOP")] == pytest.approx(0.3168)
+    assert parts["conv"][term("conv_pad_MFLOP")] == pytest.approx(7.5768)
+    assert parts["conv1"][term("conv_blocked_MB")] + parts["conv"][term("conv_blocked_MB")] == \
+        pytest.approx(0.078848)
+    assert parts["conv"][term("conv1_pad_MFLOP")] == parts["conv1"][term("conv_pad_MFLOP")] == 0
+    none = pm.part_features(NetSpec.from_name("lenet_3c1f_d16"), 1, None, 16)  # a whole block
+    assert none["conv"][term("conv_pad_MFLOP")] == none["conv1"][term("conv1_pad_MFLOP")] == 0
+    with pytest.raises(PredictError, match=r"--channel-block 3: give one of 1, 4, 8, 16, 32"):
+        pm.fit([], pm.Source("d", "b", "b", "fp32"), block=3)
+
+
+def test_an_adapted_model_keeps_its_block(tmp_path: Path) -> None:
+    """A blocked model carried to a device twice as slow in every term, from 10 cells: it still
+    pads to 16, so nets of unseen depths come out within 6 % (the ridge keeps a little of the
+    source's speed); read without its block, they would be 22 % to 6x off."""
+    model, _ = modelfiles.fit_files([write(tmp_path / "r.jsonl", blocked_records(16))])
+    slower = [{**r, "stats": {"tiles_per_ms": r["stats"]["tiles_per_ms"] / 2},
+               "backend": {**r["backend"], "label": "onnxruntime 1t"}} for r in blocked_records(16)]
+    adapted, _ = modelfiles.adapt_files(model, [write(tmp_path / "s.jsonl", slower)])
+    assert adapted.block == 16
+    for spec, batch in UNSEEN_DEPTHS:
+        assert adapted.predict(spec, batch).tiles_per_ms == \
+            pytest.approx(blocked_tiles_per_ms(spec, batch) / 2, rel=0.06)
+
+
 def test_records_that_name_no_lanes_let_the_fit_choose_the_block(tmp_path: Path) -> None:
     """Records from before the lanes were recorded (or of a GPU): the block whose
     leave-one-net-out predictions are best, here the 16 the device pads to."""
@@ -563,8 +595,13 @@ def test_a_backend_that_does_not_pad_fits_the_padding_terms_near_zero(tmp_path: 
         r["device"]["simd_lanes"] = 16
     lanes, _ = modelfiles.fit_files([write(tmp_path / "r.jsonl", records)])
     assert lanes.block == 16
+    padding = [pm.ADDITIVE_TERMS.index(t) for t in ("conv1_pad_MFLOP", "conv_pad_MFLOP",
+                                                    "conv_blocked_MB")]
+    coef = np.array(lanes.coef["additive"])
     for s, b in UNSEEN_DEPTHS:
         assert lanes.predict(s, b).tiles_per_ms == pytest.approx(true_tiles_per_ms(s, b), rel=0.05)
+        x = np.array(pm.additive_features(s, b, None, 16))
+        assert x[padding] @ coef[padding] < 0.05 * (x @ coef)  # under 5 % of the time
 
 
 # -- profile records as fitting rows ---------------------------------------------------
@@ -576,8 +613,9 @@ def test_the_parts_add_up_to_the_whole_net() -> None:
                        neurons=rng.randint(64, 4096), kernel=rng.choice((3, 5)),
                        padding=rng.choice((0, 1, 2)))
         batch, cache = rng.randint(1, 4096), rng.choice((None, 1.0, 32.0))
-        parts = pm.part_features(spec, batch, cache)
-        whole = np.array(pm.additive_features(spec, batch, cache))
+        block = rng.choice(pm.CHANNEL_BLOCKS)
+        parts = pm.part_features(spec, batch, cache, block)
+        whole = np.array(pm.additive_features(spec, batch, cache, block))
         assert whole[0] == 1.0 and np.allclose(whole[1:], sum(parts.values())[1:], rtol=1e-12)
         assert parts["conv1"][pm.ADDITIVE_TERMS.index("conv_MFLOP")] == 0  # its own terms
         if spec.conv_layers == 1:

@@ -64,5 +64,5 @@ def report(argv: Sequence[str]) -> None:
         saved = (saved if kept else "no records were appended") + f"; written whole and kept: {shown}"
     again = (f"resume with `{line}` ({RESUMES[command]})" if command in RESUMES
              else f"rerun `{line}` to start again")
-    render.err.print(f"[yellow]interrupted:[/] {render.escape(saved)}; {render.escape(again)}",
+    render.err.print(f"[yellow]interrupted:[/] {render.one_line(saved)}; {render.one_line(again)}",
                      highlight=False, soft_wrap=True)

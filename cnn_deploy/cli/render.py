@@ -22,22 +22,22 @@ if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 colu
     out.width = max(out.width, 132)
 
 
-def _line(message: str) -> str:
+def one_line(message: str) -> str:
     """One line: a control character a user typed into a name or path (a newline, an escape)
     shows as its escape, so no message spans lines or moves the terminal's cursor."""
     return escape("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {_line(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {one_line(message)}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {_line(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {one_line(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(f"[dim]note:[/] {_line(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[dim]note:[/] {one_line(message)}", highlight=False, soft_wrap=True)
 
 
 def bench_table(summaries: Sequence[Summary], title: str, accuracy: float | None = None) -> Table:
@@ -229,7 +229,7 @@ def fit_table(model: Any, title: str) -> Table:
                            model.dram_fitted else "no term (no cell isolates it: `sweep "
                            "--group coverage`)"))
                      + (f"; conv channels padded to blocks of {model.block}" if model.block > 1
-                        else ""))
+                        else "; no channel padding"))
     return table
 
 

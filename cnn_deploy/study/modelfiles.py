@@ -41,6 +41,10 @@ def save(model: LatencyModel, path: Path) -> Path:
     from cnn_deploy.files import check_output, write_atomic
 
     check_output(path, ".json", "the latency model", PredictError)
+    problem = model.problem()
+    if problem:  # never write a file `load` would call damaged
+        raise PredictError(f"the model for {path} is not usable ({problem}): check the records "
+                           "it was fitted on")
     try:
         text = json.dumps(model.to_dict(), indent=1, allow_nan=False)
     except ValueError:
@@ -88,18 +92,26 @@ def fit_files(paths: Sequence[Path], backend: str | None = None, device: str | N
     vector lanes the records name (None, and none named: the fit chooses)."""
     records, skipped = load_records(paths)
     rows = fittable(tidy(records))
-    source = choose_source(rows, backend, device)
+    model, notes = fit_source(rows, choose_source(rows, backend, device), cache_mb, profiles,
+                              block)
+    return model, [*skipped, *notes]
+
+
+def fit_source(rows: Rows, source: Source, cache_mb: float | None = None, profiles: bool = True,
+               block: int | None = None) -> tuple[LatencyModel, list[str]]:
+    """A model of ``source`` from ``rows`` (fittable ones): the cache and channel block its
+    records name (else ``cache_mb``, ``block``), its profile records' parts, its setting; and
+    a note where profile records were of no use."""
     versions, options = setting(rows, source)
     cache = cache_size(rows, source) or cache_mb
     parts = part_points(rows, source) if profiles else []
     profiled = {(r.get("run_id"), r.get("net"), r.get("batch")) for r in rows
                 if r.get("kind") == "profile"}
-    if profiles and profiled and not parts:
-        skipped = [*skipped, f"{len(profiled)} profile records: none is of "
-                   f"{source.describe()} with every layer mapped (profile with the sweep's "
-                   "backend settings, e.g. the same tuning)"]
+    notes = [] if not profiles or not profiled or parts else [
+        f"{len(profiled)} profile records: none is of {source.describe()} with every layer "
+        "mapped (profile with the sweep's backend settings, e.g. the same tuning)"]
     block = block or channel_block(rows, source)
-    return fit(points(rows, source), source, versions, options, cache, parts, block), skipped
+    return fit(points(rows, source), source, versions, options, cache, parts, block), notes
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
@@ -115,5 +127,10 @@ def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None 
         raise PredictError(f"the records are of {source.describe()}, which the model was fitted "
                            "on: adapting is for another device or backend setting")
     versions, options = setting(rows, source)
+    lanes = channel_block(rows, source)
+    if lanes and lanes != model.block:
+        skipped = [*skipped, f"the records' device has {lanes} vector lanes, the model pads "
+                   f"channels to {model.block}: fit a model there with `cnndeploy model fit` if "
+                   "the adapted figures look off"]
     return adapt(model, thin(points(rows, source), n), source, versions, options,
                  cache_size(rows, source)), skipped

@@ -14,10 +14,11 @@ Two forms, fitted to the same records by non-negative least squares on relative 
   when the records hold such cells (``DRAM_MIN_NETS`` nets at a batch of at most
   ``DRAM_MAX_BATCH`` with weights beyond the cache; `sweep --group coverage` measures some),
   otherwise zero. A backend that lays channels out in blocks (oneDNN, so OpenVINO on a CPU: 16
-  floats per AVX-512 register) computes and stores each conv layer's output channels rounded up
-  to the block: the FLOPs of those padded channels and the blocked output bytes are terms too,
-  the block (1, i.e. none, 4, 8, 16 or 32) the one that puts the most cells within ±10 % when
-  each net is predicted by a fit without it.
+  floats per AVX-512 register) computes and stores each conv's channels rounded up to the
+  block (a later conv reads its input's padded blocks too): the FLOPs that padding adds and
+  the blocked output bytes are terms too. The block is the CPU's fp32 vector lanes the records
+  name (``channel_block``); where they name none (a GPU, older records), the one of
+  CHANNEL_BLOCKS (1: none) whose leave-one-net-out predictions rank best (``_block_rank``).
 
 A prediction carries an interval: figure x e^(±q), q the 95th percentile of |ln(predicted /
 measured)| over the fit's leave-one-net-out predictions; a net or batch outside the fitted
@@ -281,7 +282,7 @@ def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None, bloc
     rows = {part: np.zeros(len(ADDITIVE_TERMS)) for part in PARTS}
     col = {t: i for i, t in enumerate(ADDITIVE_TERMS)}
     sides = spec.conv_sides()
-    padded = -(-spec.depth // block) * block - spec.depth  # channels a block adds to each conv
+    blocked = -(-spec.depth // block) * block  # each conv's output channels, rounded up
     weights = 0.0
     for cost in spec.layer_costs():
         part = part_of(cost.layer)
@@ -302,11 +303,12 @@ def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None, bloc
                 * BYTES_PER_ELEMENT / 1e6
         if cost.category == "conv" and block > 1:
             side = sides[int(cost.layer.removeprefix("conv")) - 1]
-            inputs = IN_CHANNELS if cost.layer == "conv1" else spec.depth
-            row[col[f"{category}_pad_MFLOP"]] += batch * 2 * side * side * padded * inputs \
-                * spec.kernel**2 / 1e6
-            row[col["conv_blocked_MB"]] += batch * side * side * (spec.depth + padded) \
-                * BYTES_PER_ELEMENT / 1e6
+            # the image's one channel is not blocked; a later conv reads the padded blocks
+            inputs, padded_inputs = (IN_CHANNELS, IN_CHANNELS) if cost.layer == "conv1" \
+                else (spec.depth, blocked)
+            row[col[f"{category}_pad_MFLOP"]] += batch * 2 * side * side * spec.kernel**2 \
+                * (blocked * padded_inputs - spec.depth * inputs) / 1e6
+            row[col["conv_blocked_MB"]] += batch * side * side * blocked * BYTES_PER_ELEMENT / 1e6
     beyond = max(0.0, weights / 1e6 - cache_mb) if cache_mb else 0.0
     for row in rows.values():  # the weights beyond the cache, shared by weight
         row[col["weight_dram_MB"]] = beyond * row[col["weight_MB"]] * 1e6 / weights if weights else 0.0
@@ -427,7 +429,7 @@ class LatencyModel:
         return [f"{f} {values[f]} (fitted {lo}..{hi})" for f, (lo, hi) in self.ranges.items()
                 if not lo <= values[f] <= hi]
 
-    def _problem(self) -> str | None:
+    def problem(self) -> str | None:
         """What makes a loaded model unusable (a hand edit, a damaged file), or None."""
         for form in FORMS:
             coef = self.coef[form]
@@ -468,11 +470,11 @@ class LatencyModel:
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
                         d.get("adapted_from"), [str(n) for n in d.get("nets") or []],
                         None if d.get("cache_mb") is None else float(d["cache_mb"]),
-                        int(d["block"]))
+                        _integer(d["block"]))
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise PredictError(f"{where} is damaged ({type(exc).__name__}: {str(exc)[:100]}): fit it "
                                "again with `cnndeploy model fit`") from None
-        problem = model._problem()
+        problem = model.problem()
         if problem:
             raise PredictError(f"{where} is damaged ({problem}): fit it again with `cnndeploy "
                                "model fit`")
@@ -483,14 +485,24 @@ class LatencyModel:
         return model
 
 
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
 def fit(pts: Sequence[Point], source: Source, versions: dict[str, str] | None = None,
         options: dict[str, Any] | None = None, cache_mb: float | None = None,
         parts: Sequence[PartPoint] = (), block: int | None = None) -> LatencyModel:
     """Both forms fitted to ``pts``, each with its leave-one-net-out interval; ``cache_mb``:
     the device's last-level cache (``cache_size``); ``parts``: profiled layer times
-    (``part_points``), extra rows for the additive form (nn-Meter's kernel-level fit). The
-    additive form takes the channel block of CHANNEL_BLOCKS whose leave-one-net-out
-    predictions rank best (``_block_rank``)."""
+    (``part_points``), extra rows for the additive form (nn-Meter's kernel-level fit);
+    ``block``: the additive form's channel block, or None for the one of CHANNEL_BLOCKS whose
+    leave-one-net-out predictions rank best (``_block_rank``; the interval then comes from the
+    same predictions that chose it, a little optimistic with five candidates)."""
+    if block is not None and block not in CHANNEL_BLOCKS:
+        raise PredictError(f"--channel-block {block}: give one of "
+                           f"{', '.join(map(str, CHANNEL_BLOCKS))}")
     nets = {p.spec for p in pts}
     if len(pts) < MIN_POINTS or len(nets) < MIN_NETS:
         raise PredictError(f"{len(pts)} cells of {len(nets)} networks of {source.describe()} are "

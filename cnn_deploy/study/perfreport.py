@@ -13,7 +13,7 @@ from cnn_deploy.arch import NetSpec
 from cnn_deploy.errors import PredictError
 from cnn_deploy.results.tidy import Rows
 from cnn_deploy.study import heldout, perfmodel
-from cnn_deploy.study.modelfiles import HELD_OUT, fittable
+from cnn_deploy.study.modelfiles import HELD_OUT, fit_source, fittable
 
 
 @dataclass
@@ -40,7 +40,7 @@ def section(rows: Rows, table2: dict[str, dict[str, float]], out: Path) -> Laten
     held_rows = [r for r in rows if r.get("sweep_group") == HELD_OUT]
     for i, source in enumerate(perfmodel.sources(fit_rows), start=1):
         try:
-            model = perfmodel.fit(perfmodel.points(fit_rows, source), source)
+            model, _ = fit_source(fit_rows, source)  # as `model fit` would
         except PredictError:
             continue  # too few cells of this source to fit: nothing to say
         validation = _validate(model, held_rows)
