@@ -112,6 +112,9 @@ class NetSpec:
         }
         for part in filter(None, match.group(3).split("_")):
             letter, value = part[0], int(part[1:])
+            if letter in _SUFFIXES and _SUFFIXES[letter][0] in kwargs:
+                raise SpecError(f"'{name}' gives _{letter} twice: give each of "
+                                + ", ".join(f"_{k}" for k in _SUFFIXES) + " at most once")
             if letter not in _SUFFIXES:
                 raise SpecError(
                     f"unknown suffix '_{part}' in '{name}': known suffixes are "

@@ -43,6 +43,8 @@ def test_impossible_specs_say_why() -> None:
         NetSpec.from_name("lenet_7c1f")
     with pytest.raises(SpecError, match="unknown suffix"):
         NetSpec.from_name("lenet_1c1f_z3")
+    with pytest.raises(SpecError, match=r"gives _d twice: give each of _d, _n, _k, _p, _q at most once"):
+        NetSpec.from_name("lenet_1c1f_d10_d20")  # not silently the last
 
 
 @pytest.mark.parametrize("name", ["lenet_1c0f", "lenet_1c1f", "lenet_3c3f", "lenet_5c1f",

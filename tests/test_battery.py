@@ -578,6 +578,8 @@ CASES: list[tuple[str, list[Case]]] = [
     ("predict", [
         C("bad-name", "predict", "lenet3c1f", "-m", "latency.json", files=("latency.json",),
           match=r"not a network name.*lenet_3c1f"),
+        C("name-too-long", "predict", "lenet_1c1f", "-m", "a" * 300 + ".json",
+          match=r"cannot use a+\.json: File name too long: choose another path"),
         C("name-newline", "predict", "lenet_1c1f\nlenet_2c1f", "-m", "latency.json",
           files=("latency.json",), match=r"'lenet_1c1f\\nlenet_2c1f' is not a network name"),
         C("batch-0", "predict", "lenet_1c1f", "-m", "latency.json", "--batch", "0",

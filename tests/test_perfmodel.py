@@ -163,6 +163,33 @@ def test_absurd_coefficients_are_a_damaged_file(model: pm.LatencyModel, value: f
         pm.LatencyModel.from_dict(d, "m.json")
 
 
+@pytest.mark.parametrize(("where", "value"), [
+    (("coef", "additive", 0), "0.01"), (("coef", "additive", 0), True),
+    (("coef", "thesis"), {str(i): 0.01 for i in range(7)}), (("interval", "additive"), "0.1"),
+    (("block",), True), (("block",), 16.5), (("block",), "16"),
+    (("source", "backend"), "open\nvino\x1b[2J"),
+])
+def test_hand_edited_types_are_a_damaged_file(model: pm.LatencyModel, where: tuple[Any, ...],
+                                              value: Any) -> None:
+    """A string, a boolean or a mapping where a number goes, or a control character in a name
+    the tables print, is damage, not a value to coerce."""
+    d = json.loads(json.dumps(model.to_dict()))
+    inner = d
+    for key in where[:-1]:
+        inner = inner[key]
+    inner[where[-1]] = value
+    with pytest.raises(PredictError, match=r"m\.json is damaged"):
+        pm.LatencyModel.from_dict(d, "m.json")
+
+
+def test_a_prediction_beyond_any_device_is_refused(model: pm.LatencyModel) -> None:
+    d = json.loads(json.dumps(model.to_dict()))
+    d["coef"]["additive"] = [1e-300] * len(pm.ADDITIVE_TERMS)
+    tiny = pm.LatencyModel.from_dict(d, "m.json")
+    with pytest.raises(PredictError, match=r"tiles/ms at batch 64, beyond any device"):
+        tiny.predict(NetSpec(2, 2), 64)
+
+
 @pytest.mark.parametrize(("content", "match"), [
     (None, r"no latency model at .*model fit"),
     ("{not json", "not a readable latency model"),

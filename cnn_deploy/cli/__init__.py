@@ -8,6 +8,7 @@ its traceback, under a line saying so.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -67,15 +68,40 @@ class _Group(TyperGroup):
             raise typer.Exit(130) from None
         except (ClickException, typer.Exit, typer.Abort):
             raise
-        except Exception as exc:
-            if isinstance(exc, BrokenPipeError) and _stdout_broken():
-                _stdout_gone()  # the reader went away (`| head`): stop quietly
-            from cnn_deploy.cli.render import err
+        except OSError as exc:
+            if not _path_refused(exc):
+                _bug(exc)
+                raise
+            from cnn_deploy.cli.render import error
 
-            err.print(f"[bold red]internal error:[/] an unexpected {type(exc).__name__} is a bug "
-                      "in cnn_deploy, not in your input: please report it with the traceback "
-                      "that follows", highlight=False, soft_wrap=True)
+            error(f"cannot use {exc.filename}: {exc.strerror}: choose another path, or fix the "
+                  "permissions of its folders")
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            _bug(exc)
             raise
+
+
+# A path the user named that the system refuses before any content is read: a name too long,
+# a folder that cannot be entered, a loop of links, a file where a folder should be. Every
+# command checks its paths first, but `Path.exists()` and `is_dir()` raise for these instead
+# of saying False; whatever is found on the way is the user's to fix, not a bug.
+_REFUSED = frozenset({errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP,
+                      errno.ENOTDIR})
+
+
+def _path_refused(exc: OSError) -> bool:
+    return exc.errno in _REFUSED and exc.filename is not None
+
+
+def _bug(exc: Exception) -> None:
+    if isinstance(exc, BrokenPipeError) and _stdout_broken():
+        _stdout_gone()  # the reader went away (`| head`): stop quietly
+    from cnn_deploy.cli.render import err
+
+    err.print(f"[bold red]internal error:[/] an unexpected {type(exc).__name__} is a bug "
+              "in cnn_deploy, not in your input: please report it with the traceback "
+              "that follows", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(

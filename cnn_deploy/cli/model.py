@@ -32,17 +32,17 @@ def _model_path(path: Path | None, here: str | None = None) -> Path:
     return path or modelfiles.default_path(here or _this_device())
 
 
-def _load(path: Path | None) -> LatencyModel:
+def _load(path: Path | None, other_device: bool = False) -> LatencyModel:
     """The model at ``path`` or this device's; a model of another device, or fitted with
     another version of its backend, is used (predicting for a device you are not on is
-    legitimate) with a warning."""
+    legitimate) with a warning, unless ``other_device`` is the point (adapt)."""
     from cnn_deploy.device import library_versions
     from cnn_deploy.study import modelfiles
     from cnn_deploy.study.perfmodel import check_version
 
     here = _this_device()
     model = modelfiles.load(_model_path(path, here))
-    if model.source.device != here:
+    if model.source.device != here and not other_device:
         render.warn(f"the model speaks for {model.source.device}; this machine is {here}")
     for line in check_version(model, library_versions([model.source.backend_name])):
         render.warn(line)
@@ -142,7 +142,8 @@ def adapt(
     from cnn_deploy.study import modelfiles
 
     _new_model_path(out, force, [*files, _model_path(latency_model)])
-    model, skipped = modelfiles.adapt_files(_load(latency_model), files, backend, device, points)
+    model, skipped = modelfiles.adapt_files(_load(latency_model, other_device=True), files,
+                                            backend, device, points)
     modelfiles.save(model, out)
     for line in skipped:
         render.warn(f"skipped {line}")

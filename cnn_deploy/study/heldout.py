@@ -138,7 +138,9 @@ def evaluate(model: LatencyModel, rows: Rows, cells: Sequence[tuple[NetSpec, int
                             {f: (v.low, v.high) for f, v in preds.items()},
                             preds["additive"].outside))
     if not checks:
-        raise PredictError("none of the held-out cells has a record yet: measure them first")
+        raise PredictError(f"none of the {len(cells)} held-out cells drawn has a record yet: "
+                           "measure them first (without --no-measure), or give the --seed and "
+                           "--nets the records were measured with")
     summary = {f: {**_shares([abs(c.error(f)) for c in checks]),
                    "covered": float(np.mean([c.covered(f) for c in checks]))} for f in FORMS}
     for name in ("repeat", "single"):

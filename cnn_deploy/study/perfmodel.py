@@ -411,6 +411,10 @@ class LatencyModel:
                                "(every term it has is zero there): refit it on records that "
                                "vary what this net varies")
         figure = _tiles_per_ms(form, batch, value)
+        if not 1e-6 < figure < MAX_FIGURE:
+            raise PredictError(f"the {form} model gives {spec.name} {figure:.3g} tiles/ms at batch "
+                               f"{batch}, beyond any device: the model file is damaged or was "
+                               "fitted on absurd records; fit it again with `cnndeploy model fit`")
         outside = self.outside(spec, batch)
         q = self.interval[form]
         half = max(2 * q, q + OUTSIDE_FLOOR) if outside else q
@@ -444,6 +448,8 @@ class LatencyModel:
             return "a training figure or batch is out of range"
         if self.cache_mb is not None and not 0 < self.cache_mb < 1e6:
             return f"cache_mb {self.cache_mb} is not a cache size in MB"
+        if not all(isinstance(v, str) and v.isprintable() for v in vars(self.source).values()):
+            return "its source names hold control characters"
         if self.block not in CHANNEL_BLOCKS:
             return f"block {self.block} is not one of {', '.join(map(str, CHANNEL_BLOCKS))}"
         return None
@@ -463,8 +469,8 @@ class LatencyModel:
             raise PredictError(f"{where} is not a latency model of this version (schema {got!r}, "
                                 f"expected {SCHEMA!r}): fit it again with `cnndeploy model fit`")
         try:
-            model = cls(Source(**d["source"]), {f: list(map(float, d["coef"][f])) for f in FORMS},
-                        {f: float(d["interval"][f]) for f in FORMS}, d["errors"],
+            model = cls(Source(**d["source"]), {f: _numbers(d["coef"][f]) for f in FORMS},
+                        {f: _numbers([d["interval"][f]])[0] for f in FORMS}, d["errors"],
                         {k: [int(v[0]), int(v[1])] for k, v in d["ranges"].items()},
                         [(str(n), int(b), float(t)) for n, b, t in d["training"]],
                         dict(d.get("versions") or {}), dict(d.get("options") or {}),
@@ -483,6 +489,14 @@ class LatencyModel:
             raise PredictError(f"{where} has the wrong number of coefficients: fit it again with "
                                 "`cnndeploy model fit`")
         return model
+
+
+def _numbers(values: Any) -> list[float]:
+    """A model file's list of numbers as floats (a string, a boolean or a mapping is damage)."""
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                           for v in values):
+        raise TypeError(f"{str(values)[:40]} is not a list of numbers")
+    return [float(v) for v in values]
 
 
 def _integer(value: Any) -> int:
