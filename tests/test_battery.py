@@ -614,6 +614,9 @@ CASES: list[tuple[str, list[Case]]] = [
     ("select", [
         C("no-budget", "select", "-m", "latency.json", files=("latency.json",),
           match=r"give a budget"),
+        C("frame-and-batch", "select", "-m", "latency.json", "--budget-ms", "10",
+          "--tiles-per-frame", "256", "--batch", "64", files=("latency.json",),
+          match=r"--batch goes with --tiles-per-ms"),
         C("both-budgets", "select", "-m", "latency.json", "--tiles-per-ms", "5", "--budget-ms",
           "33", "--tiles-per-frame", "374", files=("latency.json",), match=r"not both"),
         C("budget-negative", "select", "-m", "latency.json", "--budget-ms", "-1",

@@ -232,7 +232,8 @@ def select(
                                "--budget-ms; one batch of them, at most 4096).")] = None,
     tiles_per_ms: Annotated[float | None, typer.Option(help="Or: tiles/ms needed at "
                             "--batch.")] = None,
-    batch: Annotated[int, typer.Option(help="The batch of a --tiles-per-ms budget.")] = 1024,
+    batch: Annotated[int | None, typer.Option(help="The batch of a --tiles-per-ms budget "
+                     "(default 1024).")] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="Accuracy floor, a fraction "
                             "(0.98).")] = None,
     latency_model: _Model = None,
@@ -255,7 +256,12 @@ def select(
     from cnn_deploy.data import check_source
     from cnn_deploy.study import select as lib
 
-    budget = lib.Budget(budget_ms, tiles_per_frame, tiles_per_ms, batch)
+    if batch is not None and tiles_per_frame is not None:
+        from cnn_deploy.errors import PredictError
+
+        raise PredictError("--batch goes with --tiles-per-ms: a frame budget's batch is its "
+                           "--tiles-per-frame (one batch of the frame's tiles)")
+    budget = lib.Budget(budget_ms, tiles_per_frame, tiles_per_ms, 1024 if batch is None else batch)
     extra = lib.grid_specs(grid) if grid is not None else []
     if train_top:
         check_source(data)
