@@ -598,7 +598,7 @@ def test_an_adapted_model_keeps_its_block(tmp_path: Path) -> None:
     model, _ = modelfiles.fit_files([write(tmp_path / "r.jsonl", blocked_records(16))])
     slower = [{**r, "stats": {"tiles_per_ms": r["stats"]["tiles_per_ms"] / 2},
                "backend": {**r["backend"], "label": "onnxruntime 1t"}} for r in blocked_records(16)]
-    adapted, _ = modelfiles.adapt_files(model, [write(tmp_path / "s.jsonl", slower)])
+    adapted, _, _ = modelfiles.adapt_files(model, [write(tmp_path / "s.jsonl", slower)])
     assert adapted.block == 16
     for spec, batch in UNSEEN_DEPTHS:
         assert adapted.predict(spec, batch).tiles_per_ms == \

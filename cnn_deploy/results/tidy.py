@@ -158,17 +158,20 @@ def _cache_mb(device: dict[str, Any], backend: dict[str, Any]) -> float | None:
     """The last-level cache the backend's weights pass through, in MB: the GPU's L2 for a
     CUDA backend, else the CPU's last level (None where the record does not say)."""
     gpu = _dict(device, "gpu")
-    on_gpu = str(backend.get("device") or "").startswith("cuda")  # 'cuda', 'cuda:1'
-    size = gpu.get("l2_cache_bytes") if on_gpu else device.get("llc_bytes")
+    size = gpu.get("l2_cache_bytes") if _on_gpu(backend) else device.get("llc_bytes")
     number = _number(size)
     return number / 1e6 if number and number > 0 else None
+
+
+def _on_gpu(backend: dict[str, Any]) -> bool:
+    return str(backend.get("device") or "").startswith("cuda")  # 'cuda', 'cuda:1'
 
 
 def _simd_lanes(device: dict[str, Any], backend: dict[str, Any]) -> int | None:
     """The CPU's fp32 vector lanes for a CPU backend (None on a GPU, or where not recorded)."""
     lanes = device.get("simd_lanes")
-    if str(backend.get("device") or "").startswith("cuda") or isinstance(lanes, bool) \
-            or not isinstance(lanes, int) or not 0 < lanes <= 1024:
+    if _on_gpu(backend) or isinstance(lanes, bool) or not isinstance(lanes, int) \
+            or not 0 < lanes <= 1024:
         return None
     return lanes
 

@@ -110,14 +110,15 @@ def fit_source(rows: Rows, source: Source, cache_mb: float | None = None, profil
     notes = [] if not profiles or not profiled or parts else [
         f"{len(profiled)} profile records: none is of {source.describe()} with every layer "
         "mapped (profile with the sweep's backend settings, e.g. the same tuning)"]
-    block = block or channel_block(rows, source)
+    block = block if block is not None else channel_block(rows, source)
     return fit(points(rows, source), source, versions, options, cache, parts, block), notes
 
 
 def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None = None,
                 device: str | None = None, n: int = MAX_ADAPT_POINTS
-                ) -> tuple[LatencyModel, list[str]]:
-    """``model`` carried to the source of ``paths`` from at most ``n`` of its cells."""
+                ) -> tuple[LatencyModel, list[str], list[str]]:
+    """``model`` carried to the source of ``paths`` from at most ``n`` of its cells, the damaged
+    lines skipped, and notes (the new device pads channels otherwise)."""
     if not 2 <= n <= MAX_ADAPT_POINTS:
         raise PredictError(f"--points must be within 2..{MAX_ADAPT_POINTS}, got {n}")
     records, skipped = load_records(paths)
@@ -128,9 +129,8 @@ def adapt_files(model: LatencyModel, paths: Sequence[Path], backend: str | None 
                            "on: adapting is for another device or backend setting")
     versions, options = setting(rows, source)
     lanes = channel_block(rows, source)
-    if lanes and lanes != model.block:
-        skipped = [*skipped, f"the records' device has {lanes} vector lanes, the model pads "
-                   f"channels to {model.block}: fit a model there with `cnndeploy model fit` if "
-                   "the adapted figures look off"]
+    notes = [f"the records' device has {lanes} vector lanes, the model pads channels to "
+             f"{model.block}: fit a model there with `cnndeploy model fit` if the adapted "
+             "figures look off"] if lanes and lanes != model.block else []
     return adapt(model, thin(points(rows, source), n), source, versions, options,
-                 cache_size(rows, source)), skipped
+                 cache_size(rows, source)), skipped, notes

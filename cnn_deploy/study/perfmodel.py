@@ -63,9 +63,10 @@ DRAM_MIN_NETS = 2  # DRAM term apart from the compute terms; with fewer nets it 
 ADDITIVE_TERMS = ("call", "layers", "weight_MB", "weight_dram_MB", "conv1_MFLOP", "conv1_MB",
                   "conv1_pad_MFLOP", "conv_MFLOP", "conv_im2col_MB", "conv_pad_MFLOP",
                   "conv_blocked_MB", "gemm_MFLOP", "gemm_MB", "pool_MB")
-# Channel blocks a fit tries (1: none). On a 2-core EPYC (AVX-512), OpenVINO's leave-one-net-out
-# error picked 16 on both days' records: held-out cells within ±10 % went from 28-48 % to 58-78 %
-# (benchmarks/README.md); ONNX Runtime's (no blocked layout at its 'extended' level) barely moved.
+# Channel blocks a model may pad to (1: none); a fit tries each where the records name no
+# vector lanes. With the AVX-512 lanes (16) on a 2-core EPYC, OpenVINO's held-out cells within
+# ±10 % went from 28-48 % to 52-78 % over three draws (benchmarks/README.md); ONNX Runtime's
+# (no blocked layout at its 'extended' level) barely moved.
 CHANNEL_BLOCKS = (1, 4, 8, 16, 32)
 THESIS_TERMS = ("FC", "FC*N^2", "FC*N", "D*sum(out^2)", "D*sum(in^2)", "D^2*sum(out^2)", "C7")
 # The thesis's own GTX960 constants (eq. 14-18, C7 = 9.8e-3), in THESIS_TERMS order: FC sums
@@ -277,8 +278,8 @@ def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None, bloc
     that part is their dot product with the coefficients. Per tile: FLOPs and activation bytes
     per category, for the later convs the bytes they unfold into a GEMM (im2col: each output
     position's receptive field, out² x in-channels x k² elements), and with a channel
-    ``block`` > 1 the FLOPs of the output channels it pads (depth rounded up to the block)
-    and each conv's output bytes so laid out."""
+    ``block`` > 1 the FLOPs its padding adds (output channels rounded up to the block; a later
+    conv's input channels too) and each conv's output bytes so laid out."""
     rows = {part: np.zeros(len(ADDITIVE_TERMS)) for part in PARTS}
     col = {t: i for i, t in enumerate(ADDITIVE_TERMS)}
     sides = spec.conv_sides()
@@ -297,12 +298,13 @@ def part_features(spec: NetSpec, batch: int, cache_mb: float | None = None, bloc
             row[col[f"{category}_MFLOP"]] += batch * cost.flops / 1e6
         if f"{category}_MB" in col:
             row[col[f"{category}_MB"]] += batch * (cost.bytes - weight_bytes) / 1e6
-        if part == "conv" and cost.category == "conv":
-            side = sides[int(cost.layer.removeprefix("conv")) - 1]
+        if cost.category != "conv":
+            continue
+        side = sides[int(cost.layer.removeprefix("conv")) - 1]
+        if part == "conv":
             row[col["conv_im2col_MB"]] += batch * side * side * spec.depth * spec.kernel**2 \
                 * BYTES_PER_ELEMENT / 1e6
-        if cost.category == "conv" and block > 1:
-            side = sides[int(cost.layer.removeprefix("conv")) - 1]
+        if block > 1:
             # the image's one channel is not blocked; a later conv reads the padded blocks
             inputs, padded_inputs = (IN_CHANNELS, IN_CHANNELS) if cost.layer == "conv1" \
                 else (spec.depth, blocked)
