@@ -102,8 +102,13 @@ def fit(
     """Fit the thesis's eq. 13 and the additive per-layer model to one device's records."""
     from cnn_deploy.errors import PredictError
     from cnn_deploy.study import modelfiles
+    from cnn_deploy.study.perfmodel import CHANNEL_BLOCKS
+
     if cache_mb is not None and not 0 < cache_mb < 1e6:
         raise PredictError(f"--cache-mb {cache_mb}: give the last-level cache in MB (e.g. 32)")
+    if channel_block is not None and channel_block not in CHANNEL_BLOCKS:  # before reading files
+        raise PredictError(f"--channel-block {channel_block}: give one of "
+                           f"{', '.join(map(str, CHANNEL_BLOCKS))}")
     if out is not None:
         _new_model_path(out, force, files)
     model, skipped = modelfiles.fit_files(files, backend, device, cache_mb, profiles,
